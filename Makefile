@@ -3,9 +3,10 @@
 JOBS       ?= $(shell nproc)
 BUILD      := build
 ASAN_BUILD := build-asan
+FUZZ_BUILD := build-fuzz
 DATA_DIR   ?= default.etcd
 
-.PHONY: all build run test unit-test asan deps build-deps clean
+.PHONY: all build run test unit-test asan fuzz deps build-deps clean
 
 all: build
 
@@ -30,6 +31,7 @@ run: build-deps build
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) --timeout 900
 	$(MAKE) asan
+	$(MAKE) fuzz
 
 unit-test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -L unit
@@ -41,5 +43,12 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) -LE nosan --timeout 900
 
+# Every decoder that reads the network or the disk, under libFuzzer for
+# SYNOD_FUZZ_SECONDS each (seed corpora in tests/fuzz/corpus).
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSYNOD_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j$(JOBS)
+	cd $(FUZZ_BUILD) && ctest --output-on-failure -j$(JOBS) -L fuzz
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
