@@ -1,0 +1,67 @@
+/* Private to kvcore/rpc: the objects behind the completion-queue tags. */
+#ifndef SYNOD_RPC_INTERNAL_H
+#define SYNOD_RPC_INTERNAL_H
+
+#include "rpc.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+
+/* Every tag handed to gRPC starts with this, so the completion-queue loop
+ * can dispatch without knowing what kind of object it got back. */
+typedef struct rpc_tag {
+  void (*done)(struct rpc_tag *tag, bool ok);
+} rpc_tag;
+
+struct rpc_server {
+  grpc_server *server;
+  grpc_completion_queue *cq;
+  pthread_t *threads;
+  int n_threads;
+  const rpc_method *methods;
+  size_t n_methods;
+  void **registered; /* grpc's handle for each method */
+  int *ports;
+  size_t n_ports;
+  /* Objects gRPC may still complete: posted request slots, calls, streams.
+   * The queue may only shut down once this is zero. */
+  atomic_int live;
+  atomic_bool stopping;
+  rpc_tag shutdown_tag;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool shutdown_notified;
+};
+
+/* A posted grpc_server_request_*call, waiting for a client. */
+typedef struct {
+  rpc_tag tag;
+  rpc_server *srv;
+  size_t method; /* index into srv->methods, or SIZE_MAX: any other path */
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_byte_buffer *payload;
+  grpc_call_details details; /* the catch-all slot only */
+} rpc_slot;
+
+void rpc_live_add(rpc_server *s, int n);
+
+/* Hands a new call to its method (unary.c / stream.c). They take ownership
+ * of slot->call, ->md and ->payload. */
+void rpc_unary_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot);
+void rpc_stream_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot);
+
+/* codec.c */
+grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg, size_t *len);
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+const uint8_t *rpc_metadata_find(const grpc_metadata_array *md, const char *key, size_t *len);
+int64_t rpc_deadline_to_mono(gpr_timespec deadline);
+grpc_slice rpc_status_slice(const char *message);
+
+#endif

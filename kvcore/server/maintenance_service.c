@@ -1,0 +1,107 @@
+/* etcdserverpb.Maintenance: what `etcdctl endpoint status`, `endpoint
+ * hashkv` and `alarm list` ask. */
+#include "errors.h"
+#include "kv.h"
+#include "node.h"
+#include "pipeline.h"
+#include "services.h"
+
+/* The etcd API level Synod implements; clients parse it as a version. */
+#define ETCD_API_VERSION "3.5.0"
+
+static Etcdserverpb__ResponseHeader *header_at(node *n, arena *a, int64_t rev) {
+  Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof *h);
+  etcdserverpb__response_header__init(h);
+  h->revision = rev;
+  node_fill_header(n, h);
+  return h;
+}
+
+static int64_t current_rev(node *n) {
+  mvcc_txn *t;
+  int64_t rev = 0;
+  if (mvcc_read_begin(n->store, &t) == MVCC_OK) {
+    rev = mvcc_rev(t);
+    mvcc_txn_end(t);
+  }
+  return rev;
+}
+
+static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  (void)m;
+  node *n = ctx;
+  arena *a = node_thread_arena();
+  mvcc_stats st = {0};
+  mvcc_stats_get(n->store, &st);
+  Etcdserverpb__StatusResponse resp = ETCDSERVERPB__STATUS_RESPONSE__INIT;
+  resp.header = header_at(n, a, current_rev(n));
+  resp.version = ETCD_API_VERSION;
+  resp.dbsize = st.db_size;
+  resp.dbsizeinuse = st.db_size_in_use;
+  resp.leader = n->member_id;
+  resp.raftindex = pipeline_committed_index(n->pipe);
+  resp.raftappliedindex = pipeline_applied_index(n->pipe);
+  resp.raftterm = atomic_load(&n->term);
+  rpc_reply(call, &resp.base);
+  arena_reset(a);
+}
+
+static void hash_common(node *n, rpc_call *call, int64_t rev, bool kv) {
+  arena *a = node_thread_arena();
+  mvcc_txn *t;
+  if (mvcc_read_begin(n->store, &t) != MVCC_OK) return rpc_fail_with(call, &ERR_INTERNAL);
+  int64_t cur = mvcc_rev(t), compacted = mvcc_compact_rev(t);
+  uint32_t hash = 0;
+  const rpc_error *e = NULL;
+  if (rev > cur) e = &ERR_FUTURE_REV;
+  else if (rev > 0 && rev < compacted) e = &ERR_COMPACTED;
+  else e = kv_mvcc_error(mvcc_hash_kv(t, rev, &hash));
+  mvcc_txn_end(t);
+  if (e) return rpc_fail_with(call, e);
+  if (kv) {
+    Etcdserverpb__HashKVResponse resp = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+    resp.header = header_at(n, a, cur);
+    resp.hash = hash;
+    resp.compact_revision = compacted;
+    rpc_reply(call, &resp.base);
+  } else {
+    Etcdserverpb__HashResponse resp = ETCDSERVERPB__HASH_RESPONSE__INIT;
+    resp.header = header_at(n, a, cur);
+    resp.hash = hash;
+    rpc_reply(call, &resp.base);
+  }
+  arena_reset(a);
+}
+
+static void hash_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  (void)m;
+  hash_common(ctx, call, 0, false);
+}
+
+static void hashkv_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  hash_common(ctx, call, ((const Etcdserverpb__HashKVRequest *)m)->revision, true);
+}
+
+static void alarm_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  node *n = ctx;
+  const Etcdserverpb__AlarmRequest *r = (const Etcdserverpb__AlarmRequest *)m;
+  if (r->action != ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET)
+    return rpc_fail(call, RPC_UNIMPLEMENTED, "synod: raising and disarming alarms is not supported yet");
+  /* No alarm can be raised yet, so the list is empty. */
+  arena *a = node_thread_arena();
+  Etcdserverpb__AlarmResponse resp = ETCDSERVERPB__ALARM_RESPONSE__INIT;
+  resp.header = header_at(n, a, current_rev(n));
+  rpc_reply(call, &resp.base);
+  arena_reset(a);
+}
+
+size_t maintenance_service_methods(node *n, rpc_method *out) {
+  const rpc_method m[] = {
+      {"/etcdserverpb.Maintenance/Status", &etcdserverpb__status_request__descriptor, status_rpc, NULL, false, n},
+      {"/etcdserverpb.Maintenance/Hash", &etcdserverpb__hash_request__descriptor, hash_rpc, NULL, false, n},
+      {"/etcdserverpb.Maintenance/HashKV", &etcdserverpb__hash_kvrequest__descriptor, hashkv_rpc, NULL, false, n},
+      {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_request__descriptor, alarm_rpc, NULL, false, n},
+  };
+  for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) out[i] = m[i];
+  return sizeof m / sizeof m[0];
+}

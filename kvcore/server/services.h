@@ -1,0 +1,17 @@
+/* services.h (private to kvcore/server) - each service file contributes its
+ * methods to the server's table. out must have room for SERVICE_MAX. */
+#ifndef SYNOD_SERVER_SERVICES_H
+#define SYNOD_SERVER_SERVICES_H
+
+#include "node.h"
+
+enum { SERVICE_MAX = 48 };
+
+size_t kv_service_methods(node *n, rpc_method *out);
+size_t maintenance_service_methods(node *n, rpc_method *out);
+size_t cluster_service_methods(node *n, rpc_method *out);
+size_t health_service_methods(node *n, rpc_method *out);
+/* Every other etcd method answers "not supported yet" (never "unknown"). */
+size_t pending_service_methods(node *n, rpc_method *out);
+
+#endif

@@ -1,0 +1,201 @@
+#!/usr/bin/python3
+"""Single-member KV benchmark: the same load, from etcd's own benchmark tool,
+against Synod and against Debian's etcd-server, one after the other on this
+machine; prints QPS, p99, server CPU per request, peak RSS, and the ratios
+against the targets of the foundation issue.
+
+  tests/bench/kv_bench.py [--total N] [--only synod|etcd] [--json FILE]
+
+Loads (10 connections / 100 clients, 256-byte values, 100k distinct keys):
+  put     sequential keys over a 100k key space
+  range   serializable reads of one existing key
+  put-1   one client, one connection: latency of a single durable write,
+          compared with one fdatasync measured on the same disk
+
+Server CPU comes from /proc/<pid>/stat (user+system) across each load;
+peak RSS is VmHWM at the end. This is a benchmark, not a test: it asserts
+nothing, it reports.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SYNOD = os.environ.get("SYNOD_BIN", os.path.join(ROOT, "build", "bin", "synod"))
+ETCD = "/usr/bin/etcd"
+BENCH = os.environ.get("ETCD_BENCHMARK", os.path.join(ROOT, "..", "shared", "tools", "etcd-benchmark"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def peak_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def fdatasync_us(directory, n=500):
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"\0" * (1 << 20))
+    os.fsync(fd)
+    t = time.perf_counter()
+    for i in range(n):
+        os.pwrite(fd, b"x" * 300, (i * 512) % (1 << 20))
+        os.fdatasync(fd)
+    us = (time.perf_counter() - t) / n * 1e6
+    os.close(fd)
+    os.unlink(path)
+    return us
+
+
+def parse(out):
+    r = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["qps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Average:\s+([\d.]+) secs", out)
+    r["avg_ms"] = float(m.group(1)) * 1000 if m else 0.0
+    m = re.search(r"99% in ([\d.]+) secs", out)
+    r["p99_ms"] = float(m.group(1)) * 1000 if m else 0.0
+    return r
+
+
+class Server:
+    def __init__(self, kind, workdir):
+        self.kind = kind
+        self.port, self.peer = free_port(), free_port()
+        self.data = os.path.join(workdir, kind + ".data")
+        binary = SYNOD if kind == "synod" else ETCD
+        client = "http://127.0.0.1:%d" % self.port
+        peer = "http://127.0.0.1:%d" % self.peer
+        args = [binary, "--data-dir", self.data, "--listen-client-urls", client,
+                "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer, "--initial-cluster", "default=" + peer,
+                "--log-level", "error"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        self.log = open(os.path.join(workdir, kind + ".log"), "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if subprocess.run(["etcdctl", "--endpoints", self.endpoint, "endpoint", "health"],
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(kind + " did not start")
+
+    @property
+    def endpoint(self):
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def run_load(server, name, args, total):
+    before = cpu_seconds(server.proc.pid)
+    out = subprocess.run([BENCH, "--endpoints", server.endpoint] + args, capture_output=True, text=True,
+                         timeout=1800)
+    cpu = cpu_seconds(server.proc.pid) - before
+    if out.returncode != 0:
+        raise RuntimeError("%s failed on %s:\n%s" % (name, server.kind, out.stderr[-2000:]))
+    r = parse(out.stdout + out.stderr)
+    r["cpu_us_per_req"] = cpu / total * 1e6
+    sys.stderr.write("  %-6s %-6s %9.0f req/s  p99 %7.2f ms  avg %6.3f ms  cpu %6.1f us/req\n" % (
+        server.kind, name, r["qps"], r["p99_ms"], r["avg_ms"], r["cpu_us_per_req"]))
+    return r
+
+
+def bench(kind, workdir, total):
+    s = Server(kind, workdir)
+    try:
+        res = {}
+        many = ["--conns", "10", "--clients", "100"]
+        res["put"] = run_load(s, "put", many + ["put", "--key-size", "8", "--sequential-keys", "--key-space-size",
+                                                "100000", "--total", str(total), "--val-size", "256"], total)
+        subprocess.run(["etcdctl", "--endpoints", s.endpoint, "put", "bench-range-key", "v" * 256],
+                       check=True, capture_output=True)
+        res["range"] = run_load(s, "range", many + ["range", "bench-range-key", "--consistency", "s",
+                                                    "--total", str(2 * total)], 2 * total)
+        one = max(1000, total // 50)
+        res["put1"] = run_load(s, "put-1", ["--conns", "1", "--clients", "1", "put", "--key-size", "8",
+                                            "--sequential-keys", "--key-space-size", "100000",
+                                            "--total", str(one), "--val-size", "256"], one)
+        res["peak_rss_mb"] = peak_rss_mb(s.proc.pid)
+        return res
+    finally:
+        s.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--total", type=int, default=100000)
+    ap.add_argument("--only", choices=["synod", "etcd"])
+    ap.add_argument("--json")
+    ap.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench"))
+    a = ap.parse_args()
+    os.makedirs(a.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="kv-", dir=a.workdir)
+    try:
+        fsync = fdatasync_us(work)
+        sys.stderr.write("fdatasync on this disk: %.0f us\n" % fsync)
+        results = {"fdatasync_us": fsync}
+        for kind in ["etcd", "synod"]:
+            if a.only and kind != a.only:
+                continue
+            results[kind] = bench(kind, work, a.total)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    if "synod" in results and "etcd" in results:
+        s, e = results["synod"], results["etcd"]
+        rows = [
+            ("put QPS", s["put"]["qps"], e["put"]["qps"], s["put"]["qps"] / e["put"]["qps"], ">= 1.3"),
+            ("put p99 ms", s["put"]["p99_ms"], e["put"]["p99_ms"], s["put"]["p99_ms"] / e["put"]["p99_ms"], ""),
+            ("put server CPU us/req", s["put"]["cpu_us_per_req"], e["put"]["cpu_us_per_req"],
+             s["put"]["cpu_us_per_req"] / e["put"]["cpu_us_per_req"], "<= 0.5"),
+            ("range QPS", s["range"]["qps"], e["range"]["qps"], s["range"]["qps"] / e["range"]["qps"], ">= 1.5"),
+            ("range p99 ms", s["range"]["p99_ms"], e["range"]["p99_ms"], s["range"]["p99_ms"] / e["range"]["p99_ms"], ""),
+            ("range server CPU us/req", s["range"]["cpu_us_per_req"], e["range"]["cpu_us_per_req"],
+             s["range"]["cpu_us_per_req"] / e["range"]["cpu_us_per_req"], "<= 0.33"),
+            ("1-client put avg ms", s["put1"]["avg_ms"], e["put1"]["avg_ms"], s["put1"]["avg_ms"] / e["put1"]["avg_ms"], ""),
+            ("peak RSS MB", s["peak_rss_mb"], e["peak_rss_mb"], s["peak_rss_mb"] / e["peak_rss_mb"], "<= 0.33"),
+        ]
+        print("%-26s %12s %12s %8s  %s" % ("", "synod", "etcd", "ratio", "target"))
+        for name, sv, ev, ratio, target in rows:
+            print("%-26s %12.2f %12.2f %8.2f  %s" % (name, sv, ev, ratio, target))
+        lat_ratio = s["put1"]["avg_ms"] * 1000 / results["fdatasync_us"]
+        print("1-client put latency = %.2f x one fdatasync (%.0f us); target <= 2" % (lat_ratio, results["fdatasync_us"]))
+    else:
+        print(json.dumps(results, indent=2))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
