@@ -62,11 +62,18 @@ static const char *testing_current = "";
     }                                                                           \
   } while (0)
 
-/* Stops the current test: for when continuing would crash. */
+/* Stops the current test: for when continuing would crash. Evaluates cond
+ * once, so it may have side effects (REQUIRE(read_file(...) == 0)). */
 #define REQUIRE(cond)                                                           \
   do {                                                                          \
-    CHECK(cond);                                                                \
-    if (!(cond)) return;                                                        \
+    int _ok = !!(cond);                                                         \
+    testing_checks++;                                                           \
+    if (!_ok) {                                                                 \
+      testing_failures++;                                                       \
+      fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,      \
+              testing_current, #cond);                                          \
+      return;                                                                   \
+    }                                                                           \
   } while (0)
 
 #define RUN(fn)                                                                 \
