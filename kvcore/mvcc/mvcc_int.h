@@ -1,0 +1,139 @@
+/* mvcc_int.h - what the files of kvcore/mvcc share; not part of the API.
+ *
+ *   store.c       open/close, transactions, the read-txn pool, stats
+ *   durability.c  checkpoints, the unclean-boot marker, power-loss restore
+ *   read.c        range, changes, get_before, lease_keys, hash
+ *   write.c       put, delete_range, request brackets, commit
+ *   compact.c     logical and physical compaction, the "kept" rule
+ *   aux.c         aux tables
+ *   record.c      byte layouts (record.h)
+ */
+#ifndef SYNOD_MVCC_INT_H
+#define SYNOD_MVCC_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "base.h"
+#include "mvcc.h"
+#include "record.h"
+
+/* Named LMDB databases, in one environment. */
+enum {
+  DB_KV,         /* user key -> kv_rec (latest version of live keys) */
+  DB_HIST,       /* BE64 main | BE64 sub -> hist_rec (every change) */
+  DB_KIDX,       /* user key -> sorted 17-byte dups (main, sub, type) */
+  DB_LEASE_KEYS, /* BE64 lease -> sorted user keys */
+  DB_META,       /* "state" -> store_state */
+  DB_AUX,        /* DB_AUX + mvcc_aux_table */
+  DB_COUNT = DB_AUX + MVCC_AUX_COUNT
+};
+
+struct mvcc_txn {
+  mvcc_store *s;
+  MDB_txn *txn;
+  bool write;
+  store_state st; /* as of begin; a write txn updates it in memory */
+  MDB_cursor *cur[DB_COUNT];
+  bool cur_stale[DB_COUNT]; /* read txn reused from the pool: renew first */
+  mvcc_txn *next;           /* read-txn pool link */
+
+  /* Write transactions only. */
+  bool in_request;  /* between rev_begin and rev_end */
+  int64_t sub;      /* changes so far in the current request */
+  bool state_dirty; /* st must be written back at commit */
+  int err;          /* sticky: a failed LMDB write poisons the txn */
+  buf scratch;      /* prev copies handed out by mvcc_put */
+  buf work;         /* compaction's list of entries to remove */
+};
+
+/* A FIFO lock: the writer mutex. Checkpoints need it for a moment, and a
+ * plain mutex would let a writer that commits in a tight loop starve them. */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t next, serving;
+} ticket_lock;
+
+struct mvcc_store {
+  char *dir;
+  MDB_env *env;
+  MDB_dbi dbi[DB_COUNT];
+  int data_fd;  /* LMDB's own descriptor for data.mdb */
+  int lock_fd;  /* flock'd: one process per store */
+  uint32_t psize;
+
+  ticket_lock wlock;
+  mvcc_txn wtxn; /* the one write transaction, reused */
+
+  pthread_mutex_t pool_mu; /* guards only the free list, never held across LMDB calls */
+  mvcc_txn *pool;
+  int pool_len;
+
+  /* Checkpoints (durability.c). ck_mu serializes them and guards the pin. */
+  pthread_mutex_t ck_mu;
+  pthread_cond_t ck_cv;
+  pthread_t ck_thread;
+  bool ck_thread_running, ck_stop;
+  bool ck_broken;    /* an fdatasync failed: never claim durability again */
+  MDB_txn *pin;      /* read txn holding the last checkpoint's snapshot */
+  uint64_t pin_txnid;
+  int checkpoint_ms;
+  _Atomic uint64_t durable_index;
+  char boot_id[BOOT_ID_MAX + 1]; /* "" if unknown */
+};
+
+/* ---------------------------------------------------------------- store.c */
+
+/* Maps an LMDB (or errno) code to MVCC_E*, logging what is not expected. */
+int mvcc_lmdb_err(int rc, const char *what);
+/* Cursor on db for this transaction, opened or renewed on first use. */
+int mvcc_cursor(mvcc_txn *t, int db, MDB_cursor **out);
+int mvcc_state_read(MDB_txn *txn, MDB_dbi meta, store_state *st);
+void ticket_lock_acquire(ticket_lock *l);
+void ticket_lock_release(ticket_lock *l);
+
+/* Logs a record that failed validation (key shown escaped) and returns
+ * MVCC_EIO. */
+int mvcc_corrupt(const char *what, const void *key, size_t key_len);
+/* Validates a single key: EINVAL if empty, EKEYTOOLONG above MVCC_MAX_KEY. */
+int mvcc_check_key(const uint8_t *key, size_t key_len);
+/* The revision reads at "current" see: a write txn's open request counts. */
+static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 0 ? 1 : 0); }
+
+/* ---------------------------------------------------------------- durability.c */
+
+/* Before mdb_env_open: decides between "open as is" and "restore the last
+ * checkpoint's meta pages" from the marker file and the boot id. */
+int durability_prepare(mvcc_store *s, bool *restored, uint64_t *restored_txnid);
+/* After the environment is usable: first checkpoint, marker "running",
+ * background thread. */
+int durability_start(mvcc_store *s);
+/* At close: stop the thread, final checkpoint, marker "clean", drop the pin. */
+void durability_stop(mvcc_store *s);
+
+/* Tests only: the boot id to use instead of the kernel's (NULL: the kernel's).
+ * Simulates a reboot without one. */
+void mvcc_test_set_boot_id(const char *boot_id);
+
+/* ---------------------------------------------------------------- read.c */
+
+/* The newest kidx entry of the key under the cursor with main <= rev.
+ * Returns 0 (found), MDB_NOTFOUND (the key has none), or an LMDB error. The
+ * cursor stays on this key. */
+int kidx_version_at(MDB_cursor *c, MDB_val *key, int64_t rev, int64_t *main, int64_t *sub,
+                    bool *is_delete);
+/* Reads and validates hist record (main, sub). */
+int hist_get(mvcc_txn *t, int64_t main, int64_t sub, hist_rec *out);
+
+/* ---------------------------------------------------------------- compact.c */
+
+/* Whether a change at {main, sub} of key survives compaction at `at`:
+ * of the changes at or below `at`, each key keeps only its newest, and a
+ * deletion only if it happened at `at` itself (so a watcher starting at the
+ * compact revision still sees it, as etcd >= 3.5.16 does). */
+int change_kept(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t main, int64_t sub,
+                bool is_delete, int64_t at, bool *kept);
+
+#endif

@@ -1,0 +1,119 @@
+/* record.h - the byte layouts kvcore/mvcc writes to disk, and their parsers.
+ *
+ * Everything here is a pure function over caller-provided bytes: no LMDB, no
+ * I/O, so the fuzzer can feed it anything. Decoders validate every length
+ * and field and return -1 for bytes that no encoder could have produced; the
+ * store turns that into MVCC_EIO and a log line. For valid input, encoding
+ * the decoded form gives back the same bytes (the fuzzer checks this).
+ *
+ * Integers inside records are little-endian; LMDB keys are big-endian so
+ * that memcmp order is numeric order.
+ */
+#ifndef SYNOD_MVCC_RECORD_H
+#define SYNOD_MVCC_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base.h"
+
+/* ---------------------------------------------------------------- kv
+ * `kv` value: the latest version of a live key.
+ *   LE64 create_main | LE64 mod_main | LE64 mod_sub | LE64 version | LE64 lease | value */
+enum { KV_REC_HDR = 40 };
+typedef struct {
+  int64_t create, mod, mod_sub, version, lease;
+  const uint8_t *value;
+  size_t value_len;
+} kv_rec;
+static inline size_t kv_rec_size(size_t value_len) { return KV_REC_HDR + value_len; }
+void kv_rec_encode(uint8_t *out, const kv_rec *r);
+int kv_rec_decode(const uint8_t *p, size_t n, kv_rec *out);
+
+/* ---------------------------------------------------------------- hist
+ * `hist` key: BE64 main | BE64 sub. Value: one change.
+ *   u8 type (0 put, 1 delete) | LE16 key_len | LE64 create | LE64 version | LE64 lease | key | value
+ * A delete has create = version = lease = 0 and no value. */
+enum { HIST_KEY_LEN = 16, HIST_REC_HDR = 27 };
+typedef struct {
+  bool is_delete;
+  const uint8_t *key;
+  size_t key_len;
+  int64_t create, version, lease;
+  const uint8_t *value;
+  size_t value_len;
+} hist_rec;
+void hist_key_encode(uint8_t out[HIST_KEY_LEN], int64_t main, int64_t sub);
+int hist_key_decode(const uint8_t *p, size_t n, int64_t *main, int64_t *sub);
+static inline size_t hist_rec_size(size_t key_len, size_t value_len) {
+  return HIST_REC_HDR + key_len + value_len;
+}
+void hist_rec_encode(uint8_t *out, const hist_rec *r);
+int hist_rec_decode(const uint8_t *p, size_t n, hist_rec *out);
+
+/* ---------------------------------------------------------------- kidx
+ * `kidx` duplicate (per user key, sorted): BE64 main | BE64 sub | u8 type. */
+enum { KIDX_LEN = 17 };
+void kidx_encode(uint8_t out[KIDX_LEN], int64_t main, int64_t sub, bool is_delete);
+int kidx_decode(const uint8_t *p, size_t n, int64_t *main, int64_t *sub, bool *is_delete);
+
+/* ---------------------------------------------------------------- state
+ * `meta` record "state": the store's counters, written with every commit
+ * that changes them.
+ *   LE32 format (1) | LE32 flags (0) | LE64 rev | LE64 compact_rev |
+ *   LE64 compact_done_rev | LE64 compact_pos_main | LE64 compact_pos_sub |
+ *   LE64 applied_index | LE64 applied_term */
+enum { STATE_LEN = 64, STATE_FORMAT = 1 };
+typedef struct {
+  int64_t rev;              /* current main revision (1 when empty) */
+  int64_t compact_rev;      /* logical compaction: reads below fail */
+  int64_t compact_done_rev; /* physical compaction finished up to here */
+  int64_t compact_pos_main; /* next hist entry the physical pass examines */
+  int64_t compact_pos_sub;
+  uint64_t applied_index, applied_term;
+} store_state;
+void state_encode(uint8_t out[STATE_LEN], const store_state *st);
+int state_decode(const uint8_t *p, size_t n, store_state *st);
+
+/* ---------------------------------------------------------------- lmdb meta
+ * The fields of an LMDB 0.9 meta page (pages 0 and 1 of data.mdb) that the
+ * checkpoint logic needs. The layout is LMDB's (MDB_page header, then
+ * MDB_meta); parse refuses anything that does not look like one. */
+enum { LMDB_META_MIN = 152 }; /* the meta struct ends at byte 152 */
+typedef struct {
+  uint32_t psize;
+  uint64_t last_pg, txnid, free_root, main_root;
+} lmdb_meta;
+#define LMDB_NO_ROOT UINT64_MAX
+int lmdb_meta_parse(const uint8_t *page, size_t n, lmdb_meta *out);
+
+/* ---------------------------------------------------------------- checkpoint file
+ *   "SYNDCKPT" | LE32 format (1) | LE32 psize | LE64 txnid | LE64 applied_index |
+ *   LE64 applied_term | LE64 rev | meta page 0 | meta page 1 | LE32 crc32c(all before) */
+enum { CKPT_HDR = 48, CKPT_FORMAT = 1 };
+typedef struct {
+  uint32_t psize;
+  uint64_t txnid, applied_index, applied_term;
+  int64_t rev;
+  const uint8_t *meta[2]; /* psize bytes each */
+} ckpt_file;
+static inline size_t ckpt_size(uint32_t psize) { return CKPT_HDR + 2 * (size_t)psize + 4; }
+/* Appends the encoded file to b. */
+void ckpt_encode(buf *b, const ckpt_file *c);
+/* Also checks that the meta pages parse and that the newer one is txnid. */
+int ckpt_decode(const uint8_t *p, size_t n, ckpt_file *out);
+
+/* ---------------------------------------------------------------- marker file
+ * One text line: "running <boot-id>\n" while a process has the store open,
+ * "clean <boot-id>\n" after a clean close. */
+enum { BOOT_ID_MAX = 63 };
+typedef struct {
+  bool running;
+  char boot_id[BOOT_ID_MAX + 1];
+} marker;
+/* Returns the length written (< cap), or -1 if the boot id is unusable. */
+int marker_encode(char *out, size_t cap, const marker *m);
+int marker_decode(const uint8_t *p, size_t n, marker *out);
+
+#endif

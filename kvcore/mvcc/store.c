@@ -1,0 +1,480 @@
+/* Store lifecycle, transactions and the read-transaction pool. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mvcc_int.h"
+
+static const char *const db_names[DB_COUNT] = {
+    "kv", "hist", "kidx", "lease_keys", "meta",
+    "aux_meta", "aux_leases", "aux_members", "aux_alarms", "aux_auth",
+};
+static const unsigned db_flags[DB_COUNT] = {
+    [DB_KIDX] = MDB_DUPSORT | MDB_DUPFIXED,
+    [DB_LEASE_KEYS] = MDB_DUPSORT,
+};
+
+enum {
+  POOL_MAX = 64,                  /* idle read transactions kept for reuse */
+  MAX_READERS = 1024,             /* LMDB reader slots (pool + active + pins) */
+};
+#define DEFAULT_MAP_SIZE (8ull << 30)
+#define DEFAULT_CHECKPOINT_MS 1000
+
+static const uint8_t state_key[] = "state";
+
+const char *mvcc_strerror(int rc) {
+  switch (rc) {
+  case MVCC_OK: return "ok";
+  case MVCC_ECOMPACTED: return "mvcc: required revision has been compacted";
+  case MVCC_EFUTURE: return "mvcc: required revision is a future revision";
+  case MVCC_ENOSPACE: return "mvcc: database space exceeded";
+  case MVCC_EKEYTOOLONG: return "mvcc: key is too long";
+  case MVCC_ENOTFOUND: return "mvcc: not found";
+  case MVCC_EIO: return "mvcc: storage failure";
+  case MVCC_EINVAL: return "mvcc: invalid argument";
+  default: return "mvcc: unknown error";
+  }
+}
+
+int mvcc_lmdb_err(int rc, const char *what) {
+  switch (rc) {
+  case MDB_SUCCESS: return MVCC_OK;
+  case MDB_NOTFOUND: return MVCC_ENOTFOUND;
+  case MDB_MAP_FULL:
+    log_warn("mvcc: %s: database space exceeded (raise the map size or compact)", what);
+    return MVCC_ENOSPACE;
+  default:
+    log_error("mvcc: %s: %s", what, mdb_strerror(rc));
+    return MVCC_EIO;
+  }
+}
+
+int mvcc_corrupt(const char *what, const void *key, size_t key_len) {
+  char shown[4 * 48 + 1];
+  size_t o = 0;
+  const uint8_t *k = key;
+  for (size_t i = 0; i < key_len && i < 48; i++) {
+    if (k[i] >= 0x20 && k[i] < 0x7f && k[i] != '\\') shown[o++] = (char)k[i];
+    else o += (size_t)snprintf(shown + o, sizeof shown - o, "\\x%02x", k[i]);
+  }
+  shown[o] = 0;
+  log_error("mvcc: corrupt %s record (key \"%s\"%s of %zu bytes); the data file is damaged", what,
+            shown, key_len > 48 ? "..." : "", key_len);
+  return MVCC_EIO;
+}
+
+int mvcc_check_key(const uint8_t *key, size_t key_len) {
+  if (key_len == 0 || !key) return MVCC_EINVAL;
+  if (key_len > MVCC_MAX_KEY) return MVCC_EKEYTOOLONG;
+  return MVCC_OK;
+}
+
+/* ---------------------------------------------------------------- ticket lock */
+
+static void ticket_lock_init(ticket_lock *l) {
+  pthread_mutex_init(&l->mu, NULL);
+  pthread_cond_init(&l->cv, NULL);
+  l->next = l->serving = 0;
+}
+
+static void ticket_lock_destroy(ticket_lock *l) {
+  pthread_mutex_destroy(&l->mu);
+  pthread_cond_destroy(&l->cv);
+}
+
+void ticket_lock_acquire(ticket_lock *l) {
+  pthread_mutex_lock(&l->mu);
+  uint64_t mine = l->next++;
+  while (l->serving != mine) pthread_cond_wait(&l->cv, &l->mu);
+  pthread_mutex_unlock(&l->mu);
+}
+
+void ticket_lock_release(ticket_lock *l) {
+  pthread_mutex_lock(&l->mu);
+  l->serving++;
+  pthread_cond_broadcast(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* ---------------------------------------------------------------- state */
+
+int mvcc_state_read(MDB_txn *txn, MDB_dbi meta, store_state *st) {
+  MDB_val k = {sizeof state_key - 1, (void *)state_key}, v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc) return mvcc_lmdb_err(rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc, "reading store state");
+  if (state_decode(v.mv_data, v.mv_size, st) < 0) {
+    log_error("mvcc: corrupt store state record (%zu bytes)", v.mv_size);
+    return MVCC_EIO;
+  }
+  return MVCC_OK;
+}
+
+static int state_write(mvcc_txn *t) {
+  uint8_t rec[STATE_LEN];
+  state_encode(rec, &t->st);
+  MDB_val k = {sizeof state_key - 1, (void *)state_key}, v = {STATE_LEN, rec};
+  return mdb_put(t->txn, t->s->dbi[DB_META], &k, &v, 0);
+}
+
+/* ---------------------------------------------------------------- cursors */
+
+int mvcc_cursor(mvcc_txn *t, int db, MDB_cursor **out) {
+  int rc = 0;
+  if (!t->cur[db]) {
+    rc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->cur[db]);
+    if (rc) t->cur[db] = NULL;
+  } else if (t->cur_stale[db]) {
+    rc = mdb_cursor_renew(t->txn, t->cur[db]);
+  }
+  if (rc) return mvcc_lmdb_err(rc, "opening a cursor");
+  t->cur_stale[db] = false;
+  *out = t->cur[db];
+  return MVCC_OK;
+}
+
+static void close_cursors(mvcc_txn *t) {
+  for (int i = 0; i < DB_COUNT; i++) {
+    if (t->cur[i]) mdb_cursor_close(t->cur[i]);
+    t->cur[i] = NULL;
+    t->cur_stale[i] = false;
+  }
+}
+
+/* ---------------------------------------------------------------- opening */
+
+/* Opens every named database. An existing store is opened read-only, so
+ * nothing is written before the first checkpoint pins the current snapshot;
+ * only a brand-new environment gets a write transaction that creates them. */
+static int open_databases(mvcc_store *s, bool *created) {
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc) return mvcc_lmdb_err(rc, "beginning a transaction");
+  int found = 0;
+  for (int i = 0; i < DB_COUNT; i++) {
+    rc = mdb_dbi_open(txn, db_names[i], db_flags[i], &s->dbi[i]);
+    if (rc == 0) found++;
+    else if (rc != MDB_NOTFOUND) {
+      mdb_txn_abort(txn);
+      return mvcc_lmdb_err(rc, "opening a database");
+    }
+  }
+  if (found == DB_COUNT) {
+    store_state st;
+    rc = mvcc_state_read(txn, s->dbi[DB_META], &st);
+    if (rc) {
+      mdb_txn_abort(txn);
+      return rc;
+    }
+    *created = false;
+    return mvcc_lmdb_err(mdb_txn_commit(txn), "opening databases"); /* keeps the handles */
+  }
+  mdb_txn_abort(txn);
+  if (found != 0) {
+    log_error("mvcc: %s: only %d of %d databases exist; not a Synod store of this version",
+              s->dir, found, DB_COUNT);
+    return MVCC_EIO;
+  }
+  rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+  if (rc) return mvcc_lmdb_err(rc, "beginning a transaction");
+  for (int i = 0; i < DB_COUNT && !rc; i++)
+    rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | MDB_CREATE, &s->dbi[i]);
+  if (!rc) {
+    mvcc_txn t = {.s = s, .txn = txn, .st = {.rev = 1}};
+    rc = state_write(&t);
+  }
+  if (rc) {
+    mdb_txn_abort(txn);
+    return mvcc_lmdb_err(rc, "creating databases");
+  }
+  *created = true;
+  return mvcc_lmdb_err(mdb_txn_commit(txn), "creating databases");
+}
+
+/* One process per store: the checkpoint logic assumes it owns every writer
+ * and every pin. */
+static int lock_dir(mvcc_store *s) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/synod.lock", s->dir);
+  s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (s->lock_fd < 0) {
+    log_error("mvcc: cannot open %s: %s", path, strerror(errno));
+    return MVCC_EIO;
+  }
+  if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    log_error("mvcc: %s is in use by another process (%s)", s->dir, strerror(errno));
+    return MVCC_EIO;
+  }
+  return MVCC_OK;
+}
+
+static void store_free(mvcc_store *s) {
+  if (s->env) mdb_env_close(s->env);
+  if (s->lock_fd >= 0) close(s->lock_fd);
+  ticket_lock_destroy(&s->wlock);
+  pthread_mutex_destroy(&s->pool_mu);
+  pthread_mutex_destroy(&s->ck_mu);
+  pthread_cond_destroy(&s->ck_cv);
+  buf_free(&s->wtxn.scratch);
+  buf_free(&s->wtxn.work);
+  free(s->dir);
+  free(s);
+}
+
+int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
+  if (!opt || !opt->dir || !*opt->dir || !out || opt->checkpoint_ms < 0) return MVCC_EINVAL;
+  *out = NULL;
+  mvcc_store *s = xcalloc(1, sizeof *s);
+  s->dir = xstrdup(opt->dir);
+  s->lock_fd = -1;
+  s->checkpoint_ms = opt->checkpoint_ms ? opt->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
+  ticket_lock_init(&s->wlock);
+  pthread_mutex_init(&s->pool_mu, NULL);
+  pthread_mutex_init(&s->ck_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->ck_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  s->wtxn.s = s;
+  s->wtxn.write = true;
+
+  int rc = MVCC_OK;
+  if (mkdir_all(s->dir, 0700) < 0) {
+    log_error("mvcc: cannot create %s: %s", s->dir, strerror(errno));
+    rc = MVCC_EIO;
+  }
+  if (!rc) rc = lock_dir(s);
+  bool restored = false;
+  uint64_t restored_txnid = 0;
+  if (!rc) rc = durability_prepare(s, &restored, &restored_txnid);
+  if (!rc) {
+    int lrc = mdb_env_create(&s->env);
+    if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT);
+    if (!lrc) lrc = mdb_env_set_maxreaders(s->env, MAX_READERS);
+    if (!lrc) lrc = mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE);
+    /* NOSYNC: commits never fsync (the caller's log is the durability point,
+     * checkpoints make the file durable). NOTLS: read transactions are not
+     * tied to threads, so the pool and the checkpoint pin can move. */
+    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS, 0600);
+    if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
+    MDB_stat st;
+    if (!lrc) lrc = mdb_env_stat(s->env, &st);
+    if (!lrc) s->psize = st.ms_psize;
+    if (lrc) {
+      rc = mvcc_lmdb_err(lrc, "opening the environment");
+      if (s->env) mdb_env_close(s->env);
+      s->env = NULL;
+    }
+  }
+  bool created = false;
+  if (!rc) rc = open_databases(s, &created);
+  if (!rc && restored) {
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (info.me_last_txnid != restored_txnid) {
+      log_error("mvcc: restored checkpoint txn %llu but LMDB opened txn %llu",
+                (unsigned long long)restored_txnid, (unsigned long long)info.me_last_txnid);
+      rc = MVCC_EIO;
+    }
+  }
+  if (!rc) rc = durability_start(s);
+  if (rc) {
+    store_free(s);
+    return rc;
+  }
+  log_info("mvcc: opened %s%s", s->dir, created ? " (new)" : restored ? " (restored checkpoint)" : "");
+  *out = s;
+  return MVCC_OK;
+}
+
+void mvcc_close(mvcc_store *s) {
+  if (!s) return;
+  durability_stop(s);
+  for (mvcc_txn *t = s->pool, *next; t; t = next) {
+    next = t->next;
+    close_cursors(t);
+    mdb_txn_abort(t->txn);
+    free(t);
+  }
+  s->pool = NULL;
+  store_free(s);
+}
+
+/* ---------------------------------------------------------------- transactions */
+
+int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
+  if (!s || !out) return MVCC_EINVAL;
+  pthread_mutex_lock(&s->pool_mu);
+  mvcc_txn *t = s->pool;
+  if (t) {
+    s->pool = t->next;
+    s->pool_len--;
+  }
+  pthread_mutex_unlock(&s->pool_mu);
+  int rc;
+  if (t) {
+    rc = mdb_txn_renew(t->txn);
+    if (rc) {
+      close_cursors(t);
+      mdb_txn_abort(t->txn);
+      free(t);
+      t = NULL;
+    } else {
+      for (int i = 0; i < DB_COUNT; i++) t->cur_stale[i] = t->cur[i] != NULL;
+    }
+  }
+  if (!t) {
+    t = xcalloc(1, sizeof *t);
+    t->s = s;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
+    if (rc) {
+      free(t);
+      return mvcc_lmdb_err(rc, "beginning a read transaction");
+    }
+  }
+  rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
+  if (rc) {
+    mvcc_txn_end(t);
+    return rc;
+  }
+  *out = t;
+  return MVCC_OK;
+}
+
+static void write_finish(mvcc_txn *t) {
+  close_cursors(t);
+  t->txn = NULL;
+  ticket_lock_release(&t->s->wlock);
+}
+
+void mvcc_txn_end(mvcc_txn *t) {
+  if (!t) return;
+  mvcc_store *s = t->s;
+  if (t->write) {
+    mdb_txn_abort(t->txn);
+    write_finish(t);
+    return;
+  }
+  mdb_txn_reset(t->txn);
+  pthread_mutex_lock(&s->pool_mu);
+  bool keep = s->pool_len < POOL_MAX;
+  if (keep) {
+    t->next = s->pool;
+    s->pool = t;
+    s->pool_len++;
+  }
+  pthread_mutex_unlock(&s->pool_mu);
+  if (!keep) {
+    close_cursors(t);
+    mdb_txn_abort(t->txn);
+    free(t);
+  }
+}
+
+int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
+  if (!s || !out) return MVCC_EINVAL;
+  ticket_lock_acquire(&s->wlock);
+  mvcc_txn *t = &s->wtxn;
+  t->in_request = false;
+  t->sub = 0;
+  t->state_dirty = false;
+  t->err = MVCC_OK;
+  int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
+  if (rc) {
+    ticket_lock_release(&s->wlock);
+    return mvcc_lmdb_err(rc, "beginning a write transaction");
+  }
+  rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
+  if (rc) {
+    mdb_txn_abort(t->txn);
+    write_finish(t);
+    return rc;
+  }
+  *out = t;
+  return MVCC_OK;
+}
+
+int mvcc_write_commit(mvcc_txn *t) {
+  if (!t) return MVCC_EINVAL;
+  if (!t->write) {
+    mvcc_txn_end(t);
+    return MVCC_EINVAL;
+  }
+  if (t->in_request) mvcc_rev_end(t);
+  int rc = t->err;
+  if (!rc && t->state_dirty) {
+    int lrc = state_write(t);
+    if (lrc) rc = mvcc_lmdb_err(lrc, "writing store state");
+  }
+  if (rc) {
+    mdb_txn_abort(t->txn);
+    write_finish(t);
+    return rc;
+  }
+  close_cursors(t); /* before the commit frees them */
+  rc = mvcc_lmdb_err(mdb_txn_commit(t->txn), "committing");
+  write_finish(t);
+  return rc;
+}
+
+int64_t mvcc_rev(const mvcc_txn *t) { return txn_rev(t); }
+int64_t mvcc_compact_rev(const mvcc_txn *t) { return t->st.compact_rev; }
+int64_t mvcc_compact_done_rev(const mvcc_txn *t) { return t->st.compact_done_rev; }
+
+void mvcc_set_applied(mvcc_txn *t, uint64_t index, uint64_t term) {
+  if (!t || !t->write) return;
+  t->st.applied_index = index;
+  t->st.applied_term = term;
+  t->state_dirty = true;
+}
+
+void mvcc_applied(const mvcc_txn *t, uint64_t *index, uint64_t *term) {
+  if (index) *index = t->st.applied_index;
+  if (term) *term = t->st.applied_term;
+}
+
+/* ---------------------------------------------------------------- stats */
+
+int mvcc_stats_get(mvcc_store *s, mvcc_stats *out) {
+  if (!s || !out) return MVCC_EINVAL;
+  struct stat fst;
+  if (fstat(s->data_fd, &fst) < 0) {
+    log_error("mvcc: fstat data.mdb: %s", strerror(errno));
+    return MVCC_EIO;
+  }
+  mvcc_txn *t;
+  int rc = mvcc_read_begin(s, &t);
+  if (rc) return rc;
+  MDB_stat kst;
+  MDB_envinfo info;
+  MDB_cursor *fc = NULL;
+  uint64_t free_pages = 0;
+  int lrc = mdb_stat(t->txn, s->dbi[DB_KV], &kst);
+  if (!lrc) lrc = mdb_env_info(s->env, &info);
+  /* dbi 0 is LMDB's free-page database: each record lists pages freed by
+   * one transaction, the count first. */
+  if (!lrc) lrc = mdb_cursor_open(t->txn, 0, &fc);
+  MDB_val k, v;
+  while (!lrc && (lrc = mdb_cursor_get(fc, &k, &v, MDB_NEXT)) == 0) {
+    size_t n;
+    if (v.mv_size < sizeof n) continue;
+    memcpy(&n, v.mv_data, sizeof n);
+    free_pages += n;
+  }
+  if (lrc == MDB_NOTFOUND) lrc = 0;
+  if (fc) mdb_cursor_close(fc);
+  mvcc_txn_end(t);
+  if (lrc) return mvcc_lmdb_err(lrc, "reading statistics");
+  uint64_t used_pages = (uint64_t)info.me_last_pgno + 1;
+  used_pages = used_pages > free_pages ? used_pages - free_pages : 0;
+  out->db_size = (int64_t)fst.st_size;
+  out->db_size_in_use = (int64_t)(used_pages * s->psize);
+  out->keys = (int64_t)kst.ms_entries;
+  return MVCC_OK;
+}

@@ -1,0 +1,7 @@
+# kvcore/mvcc tests (included by tests/CMakeLists.txt).
+add_library(mvcc_testlib STATIC unit/mvcc_testutil.c unit/mvcc_model.c)
+target_include_directories(mvcc_testlib PUBLIC ${CMAKE_SOURCE_DIR}/tests/unit)
+target_link_libraries(mvcc_testlib PUBLIC synod_mvcc)
+
+synod_unit_test(test_mvcc SOURCES unit/test_mvcc.c LIBS mvcc_testlib)
+synod_unit_test(test_mvcc_model SOURCES unit/test_mvcc_model.c LIBS mvcc_testlib)
