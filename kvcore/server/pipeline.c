@@ -130,7 +130,10 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
   Etcdserverpb__ResponseHeader **hdr = NULL;
   int64_t compact_rev = 0;
 
-  mvcc_rev_begin(w);
+  /* A compaction is a request of its own that changes no key: the store
+   * refuses it inside a revision bracket. */
+  bool bracket = req->op_case != SYNODPB__REQUEST__OP_COMPACTION;
+  if (bracket) mvcc_rev_begin(w);
   switch (req->op_case) {
     case SYNODPB__REQUEST__OP_PUT: {
       Etcdserverpb__PutResponse *r = NULL;
@@ -164,7 +167,7 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
       err = &ERR_NOT_SUPPORTED_YET;
       break;
   }
-  int64_t rev = mvcc_rev_end(w);
+  int64_t rev = bracket ? mvcc_rev_end(w) : mvcc_rev(w);
   /* Deterministic request errors (a missing lease, a compacted revision)
    * leave the store untouched; a store failure cannot be answered. */
   if (err == &ERR_INTERNAL || err == &ERR_NO_SPACE) fatal_store("applying an entry", MVCC_EIO);

@@ -133,7 +133,7 @@ typedef struct {
   uint64_t seq;        /* of the segment being read */
   uint64_t name_index; /* likewise */
   size_t prev_end;     /* valid bytes of the previous segment */
-  bool found_from;
+  wal_snap best;       /* the newest snapshot marker at or before `from` */
   wal_snap latest;     /* the newest snapshot marker read */
   const char *name;    /* segment being read, for messages */
 } replay;
