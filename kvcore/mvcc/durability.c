@@ -318,6 +318,7 @@ int mvcc_checkpoint(mvcc_store *s) {
 uint64_t mvcc_durable_index(mvcc_store *s) { return atomic_load(&s->durable_index); }
 
 static void *checkpoint_main(void *arg) {
+  pthread_setname_np(pthread_self(), "synod-ckpt");
   mvcc_store *s = arg;
   pthread_mutex_lock(&s->ck_mu);
   while (!s->ck_stop) {

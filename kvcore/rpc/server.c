@@ -147,6 +147,7 @@ static void slot_done(rpc_tag *tag, bool ok) {
 
 static void *cq_thread(void *arg) {
   rpc_server *srv = arg;
+  pthread_setname_np(pthread_self(), "synod-grpc");
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;

@@ -91,6 +91,7 @@ static void run_revision(compactor *c) {
 
 static void *compactor_main(void *arg) {
   compactor *c = arg;
+  pthread_setname_np(pthread_self(), "synod-compact");
   if (c->n->cfg.auto_compaction_mode == COMPACT_PERIODIC) run_periodic(c);
   else run_revision(c);
   return NULL;

@@ -254,6 +254,7 @@ static void compact_step(pipeline *p) {
 
 static void *apply_main(void *arg) {
   pipeline *p = arg;
+  pthread_setname_np(pthread_self(), "synod-apply");
   for (;;) {
     pthread_mutex_lock(&p->mu);
     while (!p->apply_head && !p->compact_pending && !p->log_stopped) pthread_cond_wait(&p->apply_cv, &p->mu);
@@ -277,6 +278,7 @@ static void *apply_main(void *arg) {
 
 static void *log_main(void *arg) {
   pipeline *p = arg;
+  pthread_setname_np(pthread_self(), "synod-wal");
   wal_entry *ents = NULL;
   size_t cap = 0;
   for (;;) {

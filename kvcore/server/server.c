@@ -219,7 +219,7 @@ static int start_rpc(node *n, char *err, size_t err_len) {
       .n_listen = cfg->listen_client_urls.n,
       /* etcd: the request limit plus 512 KiB of gRPC overhead */
       .max_recv_bytes = cfg->max_request_bytes + 512 * 1024,
-      .threads = 2,
+      .threads = getenv("SYNOD_GRPC_THREADS") ? atoi(getenv("SYNOD_GRPC_THREADS")) : 1,
   };
   int rc = rpc_server_start(&opt, methods, n_methods, &n->rpc, err, err_len);
   for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
