@@ -480,6 +480,7 @@ static int begin_batch(wal *w, size_t size) {
 static int write_batch(wal *w) {
   if (pwrite_all(w->fd, w->out.data, w->out.len, w->off) < 0) return wal_fail(w, "write");
   w->off += w->out.len;
+  if (w->off > w->seg_bytes / 2) prep_request(w->prep);
   /* Keep the buffer for the next call, unless one huge record inflated it. */
   if (w->out.cap > (8u << 20)) buf_free(&w->out);
   return 0;
