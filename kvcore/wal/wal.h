@@ -102,14 +102,15 @@ int wal_append(wal *w, const wal_hard_state *hs, const wal_entry *ents, size_t n
  * last entry (a follower installed a leader's snapshot), the next entry is
  * s.index + 1. */
 int wal_append_snapshot(wal *w, wal_snap s);
-/* Makes everything appended durable (fdatasync; a new segment's directory
- * entry too). */
+/* Makes everything appended durable: one fdatasync, or nothing if nothing
+ * was appended since the last. (New segments and their directory entries
+ * are made durable when they are created.) */
 int wal_sync(wal *w);
 
 /* Deletes segment files holding only entries <= index, oldest first, keeping
  * at least `keep_min` (< 1: 1) segment files in total -- pass etcd's
  * --max-wals (default 5) -- and never the active one. Afterwards the WAL
- * opens from a snapshot at `index` or later, not from earlier ones. */
+ * may no longer open from a snapshot before `index`. */
 int wal_release_to(wal *w, uint64_t index, int keep_min);
 
 /* Index of the last entry appended (0 if none), or of a snapshot marker

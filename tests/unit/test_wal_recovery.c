@@ -8,6 +8,9 @@
  * Bytes before `synced` are never touched: fdatasync promised them. */
 #include "wal_testutil.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+
 static const wal_snap START = {0, 0};
 
 static uint64_t rng_state;
@@ -443,6 +446,49 @@ static void test_crafted_metadata_record_refused(void) {
   drop(dir);
 }
 
+static void test_write_error_refuses_further_writes(void) {
+  /* RLIMIT_FSIZE makes the write of a record bigger than the segment (which
+   * must grow the file) fail part-way: EFBIG. */
+  wal_options opt = small_segments(65536);
+  wal *w;
+  char *dir = fresh_wal(&opt, &w);
+  CHECK_INT(append_range(w, 1, 10, 1, 5), ==, 0);
+  CHECK_INT(wal_sync(w), ==, 0);
+  struct rlimit old, lim;
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  lim = old;
+  lim.rlim_cur = 100000;
+  signal(SIGXFSZ, SIG_IGN);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  size_t big = 200000;
+  uint8_t *data = xcalloc(1, big);
+  wal_entry e = {.index = 11, .term = 1, .data = data, .len = big};
+  errno = 0;
+  CHECK_INT(wal_append(w, NULL, &e, 1), ==, -1);
+  CHECK_INT(errno, ==, EFBIG);
+  setrlimit(RLIMIT_FSIZE, &old);
+  /* The file's state is unknown now: everything is refused. */
+  static uint8_t st[ENT_MAX];
+  ent_make(&e, st, 11, 1, 0);
+  errno = 0;
+  CHECK_INT(wal_append(w, NULL, &e, 1), ==, -1);
+  CHECK_INT(errno, ==, EIO);
+  CHECK_INT(wal_sync(w), ==, -1);
+  CHECK_INT(wal_append_snapshot(w, (wal_snap){5, 1}), ==, -1);
+  wal_close(w);
+  free(data);
+  /* A restart sorts it out: the synced entries, and the half-written record
+   * cut off as a torn tail. */
+  wal_recovered rec;
+  w = open_ok(dir, START, &opt, &rec);
+  REQUIRE(w);
+  CHECK_RANGE(&rec, 1, 10, 1);
+  CHECK(rec.repaired);
+  wal_close(w);
+  wal_recovered_free(&rec);
+  drop(dir);
+}
+
 /* ---------------------------------------------------------------- random */
 
 /* The model: the log and hard state a reader must find, and the records
@@ -608,6 +654,7 @@ int main(void) {
   RUN(test_crafted_index_gap_refused);
   RUN(test_crafted_inconsistent_batch_refused);
   RUN(test_crafted_metadata_record_refused);
+  RUN(test_write_error_refuses_further_writes);
   RUN(test_random_crashes);
   return testing_done();
 }
