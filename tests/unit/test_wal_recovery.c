@@ -331,6 +331,19 @@ static void test_missing_middle_segment_refused(void) {
   drop(dir);
 }
 
+static void test_duplicate_sequence_refused(void) {
+  wal_options opt = small_segments(8192);
+  char *dir = several_segments(&opt, 3);
+  char p[PATH_MAX], q[PATH_MAX];
+  seg_path(dir, 1, p, sizeof p);
+  snprintf(q, sizeof q, "%s", p);
+  memcpy(strrchr(q, '-') + 1, "00000000000000ff", 16); /* same sequence, another index */
+  copy_file(p, q);
+  const char *e = open_fails(dir, START, &opt);
+  CHECK(e && strstr(e, "two segments with sequence"));
+  drop(dir);
+}
+
 static void test_garbage_file_refused(void) {
   char *dir = xstrdup(testing_tmpdir());
   char p[PATH_MAX];
@@ -649,6 +662,7 @@ int main(void) {
   RUN(test_damaged_segment_header_refused);
   RUN(test_truncated_middle_segment_refused);
   RUN(test_missing_middle_segment_refused);
+  RUN(test_duplicate_sequence_refused);
   RUN(test_garbage_file_refused);
   RUN(test_segment_of_another_wal_refused);
   RUN(test_crafted_index_gap_refused);
