@@ -41,7 +41,6 @@ void replay_init(replay *r, wal_snap from, wal_recovered *rec) {
   memset(rec, 0, sizeof *rec);
   r->from = from;
   r->rec = rec;
-  r->name = "";
 }
 
 static size_t kept_count(const replay *r) { return r->last > r->from.index ? r->last - r->from.index : 0; }
@@ -168,7 +167,7 @@ static int on_record(void *ctx, const rec_view *v, char *err, size_t err_len) {
 int replay_segment(replay *r, const char *name, uint64_t seq, uint64_t name_index,
                    const uint8_t *buf, size_t n, bool final, seg_result *res, char *err,
                    size_t err_len) {
-  r->name = name;
+  snprintf(r->name, sizeof r->name, "%s", name);
   r->seq = seq;
   r->name_index = name_index;
   if (seg_scan(name, buf, n, final, on_record, r, res, err, err_len) < 0) return -1;

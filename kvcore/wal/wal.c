@@ -280,8 +280,12 @@ static int list_segments(wal *w, char *err, size_t err_len) {
       char a[SEG_NAME_LEN + 1], b[SEG_NAME_LEN + 1];
       seg_name_format(a, w->segs[i - 1].seq, w->segs[i - 1].index);
       seg_name_format(b, w->segs[i].seq, w->segs[i].index);
-      set_err(err, err_len, "wal: %s: segment %016llx is missing between %s and %s", w->dir,
-              (unsigned long long)w->segs[i - 1].seq + 1, a, b);
+      if (w->segs[i].seq == w->segs[i - 1].seq)
+        set_err(err, err_len, "wal: %s: two segments with sequence %016llx: %s and %s", w->dir,
+                (unsigned long long)w->segs[i].seq, a, b);
+      else
+        set_err(err, err_len, "wal: %s: segment %016llx is missing between %s and %s", w->dir,
+                (unsigned long long)w->segs[i - 1].seq + 1, a, b);
       return -1;
     }
   }
@@ -480,6 +484,7 @@ static int begin_batch(wal *w, size_t size) {
 static int write_batch(wal *w) {
   if (pwrite_all(w->fd, w->out.data, w->out.len, w->off) < 0) return wal_fail(w, "write");
   w->off += w->out.len;
+  if (w->off > w->seg_bytes / 2) prep_request(w->prep);
   /* Keep the buffer for the next call, unless one huge record inflated it. */
   if (w->out.cap > (8u << 20)) buf_free(&w->out);
   return 0;

@@ -135,7 +135,7 @@ typedef struct {
   size_t prev_end;     /* valid bytes of the previous segment */
   wal_snap best;       /* the newest snapshot marker at or before `from` */
   wal_snap latest;     /* the newest snapshot marker read */
-  const char *name;    /* segment being read, for messages */
+  char name[4096];     /* segment being read (a copy), for messages */
 } replay;
 
 /* rec is zeroed here and owned by the caller (wal_recovered_free) whatever
@@ -156,9 +156,11 @@ int replay_finish(replay *r, char *err, size_t err_len);
  * commit: on ext4, writing into merely fallocated space converts extents). */
 typedef struct prep prep;
 prep *prep_start(const char *dir, uint64_t size);
-/* Waits for the prepared file (making it now if the helper failed) and hands
- * it over: *fd is open read-write, path names it (a .tmp the caller renames).
- * Then starts preparing the next one. */
+/* Asks the helper to prepare the next file (no-op if one is on its way). */
+void prep_request(prep *p);
+/* Hands over the prepared file, waiting for it if it is on its way, making
+ * it now if it was never requested or the helper failed: *fd is open
+ * read-write, path names it (a .tmp the caller renames). */
 int prep_take(prep *p, int *fd, char *path, size_t path_len);
 /* Stops the helper and removes a prepared file nobody took. */
 void prep_stop(prep *p);

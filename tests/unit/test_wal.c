@@ -28,6 +28,10 @@ static void remove_wal(char *dir) {
 
 static const wal_snap START = {0, 0};
 
+/* 64 KiB segments: creating a default one zero-fills 64 MiB, which only
+ * test_create_and_open_empty needs to see. */
+static const wal_options SMALL = {.segment_bytes = 65536};
+
 static void test_create_and_open_empty(void) {
   char *dir = new_wal(NULL);
   CHECK(wal_exists(dir));
@@ -57,9 +61,9 @@ static void test_create_and_open_empty(void) {
 }
 
 static void test_round_trip(void) {
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   wal_recovered_free(&rec);
   CHECK_INT(append_range(w, 1, 250, 3, 7), ==, 0);
@@ -69,7 +73,7 @@ static void test_round_trip(void) {
   CHECK_INT(wal_last_index(w), ==, 250);
   wal_close(w);
 
-  w = open_ok(dir, START, NULL, &rec);
+  w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 1, 250, 3);
   CHECK_INT(rec.hs.term, ==, 3);
@@ -85,9 +89,9 @@ static void test_round_trip(void) {
 
 static void test_empty_metadata_and_empty_entries(void) {
   char *dir = xstrdup(testing_tmpdir());
-  CHECK_INT(wal_create(dir, NULL, 0, NULL), ==, 0);
+  CHECK_INT(wal_create(dir, NULL, 0, &SMALL), ==, 0);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   CHECK_INT(rec.meta_len, ==, 0);
   wal_recovered_free(&rec);
@@ -95,7 +99,7 @@ static void test_empty_metadata_and_empty_entries(void) {
   CHECK_INT(wal_append(w, NULL, &e, 1), ==, 0);
   CHECK_INT(wal_append(w, NULL, NULL, 0), ==, 0); /* nothing: a no-op */
   wal_close(w);                                   /* close syncs */
-  w = open_ok(dir, START, NULL, &rec);
+  w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   CHECK_INT(rec.n_entries, ==, 1);
   CHECK_INT(rec.entries[0].len, ==, 0);
@@ -106,10 +110,10 @@ static void test_empty_metadata_and_empty_entries(void) {
 }
 
 static void test_reopen_and_continue(void) {
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   wal_recovered rec;
   for (uint64_t round = 0; round < 4; round++) {
-    wal *w = open_ok(dir, START, NULL, &rec);
+    wal *w = open_ok(dir, START, &SMALL, &rec);
     REQUIRE(w);
     CHECK_RANGE(&rec, 1, round * 30, 1);
     CHECK_INT(wal_last_index(w), ==, round * 30);
@@ -244,9 +248,9 @@ static void test_hard_state_newest_wins(void) {
 }
 
 static void test_snapshot_marker_and_open_from_it(void) {
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   wal_recovered_free(&rec);
   CHECK_INT(append_range(w, 1, 50, 2, 8), ==, 0);
@@ -254,7 +258,7 @@ static void test_snapshot_marker_and_open_from_it(void) {
   CHECK_INT(append_range(w, 51, 60, 2, 8), ==, 0);
   wal_close(w);
 
-  w = open_ok(dir, (wal_snap){20, 2}, NULL, &rec);
+  w = open_ok(dir, (wal_snap){20, 2}, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 21, 60, 2);
   CHECK_INT(rec.snap.index, ==, 20);
@@ -263,24 +267,24 @@ static void test_snapshot_marker_and_open_from_it(void) {
   wal_close(w);
   wal_recovered_free(&rec);
 
-  w = open_ok(dir, START, NULL, &rec);
+  w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 1, 60, 2);
   CHECK_INT(rec.snap.index, ==, 0);
   wal_close(w);
   wal_recovered_free(&rec);
 
-  const char *e = open_fails(dir, (wal_snap){20, 3}, NULL);
+  const char *e = open_fails(dir, (wal_snap){20, 3}, &SMALL);
   CHECK(e && strstr(e, "has term 2, not 3"));
   /* From a position without a marker (a store's applied index): the entries
    * after it, and the newest marker before it. */
-  w = open_ok(dir, (wal_snap){30, 2}, NULL, &rec);
+  w = open_ok(dir, (wal_snap){30, 2}, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 31, 60, 2);
   CHECK_INT(rec.snap.index, ==, 20);
   wal_close(w);
   wal_recovered_free(&rec);
-  w = open_ok(dir, (wal_snap){10, 2}, NULL, &rec);
+  w = open_ok(dir, (wal_snap){10, 2}, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 11, 60, 2);
   CHECK_INT(rec.snap.index, ==, 0);
@@ -291,9 +295,9 @@ static void test_snapshot_marker_and_open_from_it(void) {
 
 static void test_snapshot_past_the_log(void) {
   /* A follower installs a leader's snapshot far ahead of its log. */
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   wal_recovered_free(&rec);
   CHECK_INT(append_range(w, 1, 5, 1, 5), ==, 0);
@@ -301,12 +305,12 @@ static void test_snapshot_past_the_log(void) {
   CHECK_INT(wal_last_index(w), ==, 100);
   CHECK_INT(append_range(w, 101, 103, 3, 5), ==, 0);
   wal_close(w);
-  w = open_ok(dir, (wal_snap){100, 3}, NULL, &rec);
+  w = open_ok(dir, (wal_snap){100, 3}, &SMALL, &rec);
   REQUIRE(w);
   CHECK_RANGE(&rec, 101, 103, 3);
   wal_close(w);
   wal_recovered_free(&rec);
-  const char *e = open_fails(dir, START, NULL);
+  const char *e = open_fails(dir, START, &SMALL);
   CHECK(e && strstr(e, "past the log's end"));
   remove_wal(dir);
 }
@@ -451,15 +455,15 @@ static void test_not_a_directory(void) {
 }
 
 static void test_locked_against_second_open(void) {
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   wal_recovered_free(&rec);
-  const char *e = open_fails(dir, START, NULL);
+  const char *e = open_fails(dir, START, &SMALL);
   CHECK(e && strstr(e, "in use"));
   wal_close(w);
-  w = open_ok(dir, START, NULL, &rec);
+  w = open_ok(dir, START, &SMALL, &rec);
   CHECK(w != NULL);
   wal_close(w);
   wal_recovered_free(&rec);
@@ -467,7 +471,7 @@ static void test_locked_against_second_open(void) {
 }
 
 static void test_leftover_tmp_removed_and_strangers_ignored(void) {
-  char *dir = new_wal(NULL);
+  char *dir = new_wal(&SMALL);
   char p[PATH_MAX];
   snprintf(p, sizeof p, "%s/1.tmp", dir);
   int fd = open(p, O_CREAT | O_WRONLY, 0600);
@@ -477,7 +481,7 @@ static void test_leftover_tmp_removed_and_strangers_ignored(void) {
   fd = open(p, O_CREAT | O_WRONLY, 0600);
   close(fd);
   wal_recovered rec;
-  wal *w = open_ok(dir, START, NULL, &rec);
+  wal *w = open_ok(dir, START, &SMALL, &rec);
   REQUIRE(w);
   wal_close(w);
   wal_recovered_free(&rec);

@@ -8,6 +8,9 @@
  * Bytes before `synced` are never touched: fdatasync promised them. */
 #include "wal_testutil.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+
 static const wal_snap START = {0, 0};
 
 static uint64_t rng_state;
@@ -49,20 +52,44 @@ static void drop(char *dir) {
 
 enum tear { TEAR_NONE, TEAR_TRUNCATE, TEAR_ZERO_SUFFIX, TEAR_SECTORS };
 
-/* Applies a crash to the copy's last segment, in [t.synced, t.written). */
-static void tear(const char *copy, const tail_info *t, enum tear how, bool drop_first_sector) {
+/* Start of the middle record among those beginning in [lo, hi) of a segment. */
+static uint64_t middle_record(const char *path, uint64_t lo, uint64_t hi) {
+  uint8_t *data;
+  size_t n;
+  if (read_file(path, &data, &n) < 0) { perror(path); exit(2); }
+  rec_view v;
+  seg_info si;
+  uint64_t offs[4096], off = 0;
+  size_t k = 0;
+  uint32_t seed = 0;
+  while (off < hi && rec_decode(data, n, off, seed, &v) == REC_OK) {
+    if (off == 0 && seg_info_parse(&v, &si) == 0) seed = seg_seed(si.wal_id, si.seq);
+    if (off >= lo && k < 4096) offs[k++] = off;
+    off += v.size;
+  }
+  free(data);
+  return k ? offs[k / 2] : lo;
+}
+
+/* Applies a crash to the copy's last segment, in [t.synced, t.written).
+ * `sure`: tear so that the damage is certain to be visible (a cut inside a
+ * record, a zeroed record header, the batch's first sector lost and its last
+ * kept); otherwise anything goes, including a clean cut at a record boundary,
+ * which recovery cannot (and need not) tell from "never written". */
+static void tear(const char *copy, const tail_info *t, enum tear how, bool sure) {
   char p[PATH_MAX];
-  snprintf(p, sizeof p, "%s/%s", copy, t->name);
+  path_join(p, sizeof p, copy, t->name);
   uint64_t lo = t->synced, hi = t->written;
   if (hi <= lo) return;
+  uint64_t off = lo + rnd_below(hi - lo);
   switch (how) {
     case TEAR_NONE: break;
-    case TEAR_TRUNCATE: truncate_file(p, lo + rnd_below(hi - lo)); break;
-    case TEAR_ZERO_SUFFIX: zero_file_range(p, lo + rnd_below(hi - lo), hi); break;
+    case TEAR_TRUNCATE: truncate_file(p, sure ? (lo + (hi - lo) / 2) | 3 : off); break;
+    case TEAR_ZERO_SUFFIX: zero_file_range(p, sure ? middle_record(p, lo, hi) + 4 : off, hi); break;
     case TEAR_SECTORS:
       for (uint64_t s = lo & ~511ull; s < hi; s += 512) {
-        bool first = s <= lo;
-        bool lost = first && drop_first_sector ? true : rnd() % 2;
+        bool lost = rnd() % 2;
+        if (sure) lost = s <= lo ? true : s + 512 >= hi ? false : lost;
         if (lost) zero_file_range(p, s < lo ? lo : s, s + 512 < hi ? s + 512 : hi);
       }
       break;
@@ -94,7 +121,7 @@ static void torn_tail_case(enum tear how) {
   REQUIRE(w);
   CHECK(rec.repaired);
   CHECK_INT(rec.n_entries, >=, 40);
-  CHECK_INT(rec.n_entries, <, 70);
+  CHECK_INT(rec.n_entries, <=, 70); /* a cut inside the final hard state keeps all */
   uint64_t k = rec.n_entries;
   CHECK_RANGE(&rec, 1, k, 1);
   CHECK_INT(rec.hs.commit, ==, 40); /* the second hard state came after entry 70 */
@@ -304,6 +331,19 @@ static void test_missing_middle_segment_refused(void) {
   drop(dir);
 }
 
+static void test_duplicate_sequence_refused(void) {
+  wal_options opt = small_segments(8192);
+  char *dir = several_segments(&opt, 3);
+  char p[PATH_MAX], q[PATH_MAX];
+  seg_path(dir, 1, p, sizeof p);
+  snprintf(q, sizeof q, "%s", p);
+  memcpy(strrchr(q, '-') + 1, "00000000000000ff", 16); /* same sequence, another index */
+  copy_file(p, q);
+  const char *e = open_fails(dir, START, &opt);
+  CHECK(e && strstr(e, "two segments with sequence"));
+  drop(dir);
+}
+
 static void test_garbage_file_refused(void) {
   char *dir = xstrdup(testing_tmpdir());
   char p[PATH_MAX];
@@ -349,6 +389,117 @@ static void test_segment_of_another_wal_refused(void) {
   CHECK(e && strstr(e, "another WAL"));
   drop(a);
   drop(b);
+}
+
+/* Writes a well-formed record (right seed and CRCs) into a segment at off:
+ * damage that a writer bug, not a disk, would leave. */
+static void write_crafted(const char *path, uint64_t off, unsigned type, uint64_t batch,
+                          const uint8_t *payload, size_t n) {
+  uint8_t *data;
+  size_t len;
+  if (read_file(path, &data, &len) < 0) { perror(path); exit(2); }
+  rec_view v;
+  seg_info si;
+  if (rec_decode(data, len, 0, 0, &v) != REC_OK || seg_info_parse(&v, &si) < 0) { fprintf(stderr, "no header\n"); exit(2); }
+  free(data);
+  uint8_t rec[256];
+  size_t size = rec_encode(rec, seg_seed(si.wal_id, si.seq), type, batch, payload, n, NULL, 0);
+  patch_file(path, off, rec, size);
+}
+
+static char *five_entries(const wal_options *opt, char *path, uint64_t *end) {
+  wal *w;
+  char *dir = fresh_wal(opt, &w);
+  CHECK_INT(append_range(w, 1, 5, 1, 5), ==, 0);
+  CHECK_INT(wal_sync(w), ==, 0);
+  tail_info t = tail_of(w);
+  *end = t.written;
+  path_join(path, PATH_MAX, dir, t.name);
+  wal_close(w);
+  return dir;
+}
+
+static void test_crafted_index_gap_refused(void) {
+  wal_options opt = small_segments(65536);
+  char path[PATH_MAX];
+  uint64_t end;
+  char *dir = five_entries(&opt, path, &end);
+  uint8_t ent[ENTRY_FIXED_LEN] = {0};
+  put_le64(ent, 7); /* after 5: index 6 is missing */
+  put_le64(ent + 8, 1);
+  write_crafted(path, end, REC_ENTRY, end, ent, sizeof ent);
+  const char *e = open_fails(dir, START, &opt);
+  CHECK(e && strstr(e, "gap") && strstr(e, "offset"));
+  drop(dir);
+}
+
+static void test_crafted_inconsistent_batch_refused(void) {
+  wal_options opt = small_segments(65536);
+  char path[PATH_MAX];
+  uint64_t end;
+  char *dir = five_entries(&opt, path, &end);
+  uint8_t ent[ENTRY_FIXED_LEN] = {0};
+  put_le64(ent, 6);
+  put_le64(ent + 8, 1);
+  write_crafted(path, end, REC_ENTRY, 8, ent, sizeof ent); /* batch must be `end` */
+  const char *e = open_fails(dir, START, &opt);
+  CHECK(e && strstr(e, "claims sync batch"));
+  drop(dir);
+}
+
+static void test_crafted_metadata_record_refused(void) {
+  /* Metadata belongs in segment headers only. */
+  wal_options opt = small_segments(65536);
+  char path[PATH_MAX];
+  uint64_t end;
+  char *dir = five_entries(&opt, path, &end);
+  write_crafted(path, end, REC_META, end, (const uint8_t *)"meta", 4);
+  const char *e = open_fails(dir, START, &opt);
+  CHECK(e && strstr(e, "outside the segment header"));
+  drop(dir);
+}
+
+static void test_write_error_refuses_further_writes(void) {
+  /* RLIMIT_FSIZE makes the write of a record bigger than the segment (which
+   * must grow the file) fail part-way: EFBIG. */
+  wal_options opt = small_segments(65536);
+  wal *w;
+  char *dir = fresh_wal(&opt, &w);
+  CHECK_INT(append_range(w, 1, 10, 1, 5), ==, 0);
+  CHECK_INT(wal_sync(w), ==, 0);
+  struct rlimit old, lim;
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  lim = old;
+  lim.rlim_cur = 100000;
+  signal(SIGXFSZ, SIG_IGN);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  size_t big = 200000;
+  uint8_t *data = xcalloc(1, big);
+  wal_entry e = {.index = 11, .term = 1, .data = data, .len = big};
+  errno = 0;
+  CHECK_INT(wal_append(w, NULL, &e, 1), ==, -1);
+  CHECK_INT(errno, ==, EFBIG);
+  setrlimit(RLIMIT_FSIZE, &old);
+  /* The file's state is unknown now: everything is refused. */
+  static uint8_t st[ENT_MAX];
+  ent_make(&e, st, 11, 1, 0);
+  errno = 0;
+  CHECK_INT(wal_append(w, NULL, &e, 1), ==, -1);
+  CHECK_INT(errno, ==, EIO);
+  CHECK_INT(wal_sync(w), ==, -1);
+  CHECK_INT(wal_append_snapshot(w, (wal_snap){5, 1}), ==, -1);
+  wal_close(w);
+  free(data);
+  /* A restart sorts it out: the synced entries, and the half-written record
+   * cut off as a torn tail. */
+  wal_recovered rec;
+  w = open_ok(dir, START, &opt, &rec);
+  REQUIRE(w);
+  CHECK_RANGE(&rec, 1, 10, 1);
+  CHECK(rec.repaired);
+  wal_close(w);
+  wal_recovered_free(&rec);
+  drop(dir);
 }
 
 /* ---------------------------------------------------------------- random */
@@ -511,8 +662,13 @@ int main(void) {
   RUN(test_damaged_segment_header_refused);
   RUN(test_truncated_middle_segment_refused);
   RUN(test_missing_middle_segment_refused);
+  RUN(test_duplicate_sequence_refused);
   RUN(test_garbage_file_refused);
   RUN(test_segment_of_another_wal_refused);
+  RUN(test_crafted_index_gap_refused);
+  RUN(test_crafted_inconsistent_batch_refused);
+  RUN(test_crafted_metadata_record_refused);
+  RUN(test_write_error_refuses_further_writes);
   RUN(test_random_crashes);
   return testing_done();
 }
