@@ -5,3 +5,5 @@ target_link_libraries(mvcc_testlib PUBLIC synod_mvcc)
 
 synod_unit_test(test_mvcc SOURCES unit/test_mvcc.c LIBS mvcc_testlib)
 synod_unit_test(test_mvcc_model SOURCES unit/test_mvcc_model.c LIBS mvcc_testlib)
+synod_unit_test(test_mvcc_durability SOURCES unit/test_mvcc_durability.c LIBS mvcc_testlib)
+synod_unit_test(test_mvcc_record SOURCES unit/test_mvcc_record.c LIBS mvcc_testlib)

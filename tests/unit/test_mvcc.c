@@ -1082,7 +1082,7 @@ static void test_enospace(void) {
   char *dir = tmpdir_new();
   mvcc_options o = {.dir = dir, .map_size = 1 << 20, .checkpoint_ms = 3600000};
   mvcc_store *s;
-  REQUIRE(mvcc_open(&o, &s) == MVCC_OK);
+  REQUIRE_EQ(mvcc_open(&o, &s), MVCC_OK);
   char value[1000];
   memset(value, 'v', sizeof value);
   int rc = MVCC_OK, committed = 0;
@@ -1121,7 +1121,7 @@ static void test_enospace(void) {
   CHECK(rc == MVCC_OK || rc == MVCC_ENOSPACE);
   mvcc_write_commit(t);
   mvcc_close(s);
-  REQUIRE(mvcc_open(&o, &s) == MVCC_OK);
+  REQUIRE_EQ(mvcc_open(&o, &s), MVCC_OK);
   t = rbegin(s);
   CHECK(mvcc_rev(t) >= 1 + committed * 10);
   mvcc_txn_end(t);
@@ -1222,7 +1222,7 @@ static void test_reopen_and_checkpoint(void) {
   char *dir = tmpdir_new();
   mvcc_options o = {.dir = dir, .checkpoint_ms = 20};
   mvcc_store *s;
-  REQUIRE(mvcc_open(&o, &s) == MVCC_OK);
+  REQUIRE_EQ(mvcc_open(&o, &s), MVCC_OK);
   for (uint64_t i = 1; i <= 5; i++) {
     mvcc_txn *t = wbegin(s);
     char v[8];
@@ -1247,10 +1247,10 @@ static void test_reopen_and_checkpoint(void) {
   snprintf(path, sizeof path, "%s/marker", dir);
   uint8_t *data;
   size_t n;
-  REQUIRE(read_file(path, &data, &n) == 0);
+  REQUIRE_EQ(read_file(path, &data, &n), 0);
   CHECK(n > 6 && memcmp(data, "clean ", 6) == 0);
   free(data);
-  REQUIRE(mvcc_open(&o, &s) == MVCC_OK);
+  REQUIRE_EQ(mvcc_open(&o, &s), MVCC_OK);
   int rc;
   const char *v = tget(s, "k", 0, &rc);
   CHECK(v && strcmp(v, "5") == 0);
