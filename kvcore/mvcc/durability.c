@@ -229,6 +229,7 @@ static int read_full(int fd, uint8_t *p, size_t n, off_t off) {
 /* One checkpoint; the caller holds ck_mu (or is open/close, single-threaded). */
 static int checkpoint_locked(mvcc_store *s) {
   if (s->ck_broken) return MVCC_EIO;
+  int64_t started = time_mono_ns();
   uint8_t *pages = xmalloc(2 * (size_t)s->psize);
   MDB_txn *snap = NULL;
   store_state st;
@@ -243,6 +244,7 @@ static int checkpoint_locked(mvcc_store *s) {
     free(pages);
     return MVCC_OK; /* nothing committed since the last checkpoint */
   }
+  atomic_store(&s->ck_last_pgno, (uint64_t)info.me_last_pgno);
   int lrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap);
   if (lrc) {
     snap = NULL;
@@ -304,6 +306,10 @@ static int checkpoint_locked(mvcc_store *s) {
   s->pin_txnid = txnid;
   if (old) mdb_txn_abort(old);
   atomic_store(&s->durable_index, st.applied_index);
+  log_debug("mvcc: checkpoint txn %llu, applied index %llu, %llu pages, %.1f ms",
+            (unsigned long long)txnid, (unsigned long long)st.applied_index,
+            (unsigned long long)atomic_load(&s->ck_last_pgno) + 1,
+            (double)(time_mono_ns() - started) / 1e6);
   return MVCC_OK;
 }
 
@@ -317,6 +323,35 @@ int mvcc_checkpoint(mvcc_store *s) {
 
 uint64_t mvcc_durable_index(mvcc_store *s) { return atomic_load(&s->durable_index); }
 
+/* Bytes the file grew since the last checkpoint began. */
+static uint64_t growth(mvcc_store *s) {
+  MDB_envinfo info;
+  mdb_env_info(s->env, &info);
+  uint64_t last = info.me_last_pgno, base = atomic_load(&s->ck_last_pgno);
+  return last > base ? (last - base) * s->psize : 0;
+}
+
+void durability_after_commit(mvcc_store *s) {
+  if (atomic_load(&s->ck_urgent) || growth(s) < CKPT_GROWTH) return;
+  atomic_store(&s->ck_urgent, true);
+  pthread_cond_signal(&s->ck_cv); /* a hint: the flag covers a missed wakeup */
+}
+
+void durability_before_write(mvcc_store *s) {
+  if (growth(s) < CKPT_GROWTH_MAX) return;
+  pthread_mutex_lock(&s->ck_mu);
+  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken) {
+    log_debug("mvcc: file grew %llu MiB since the last checkpoint; writes wait for the next",
+              (unsigned long long)(growth(s) >> 20));
+    uint64_t gen = s->ck_gen;
+    atomic_store(&s->ck_urgent, true);
+    pthread_cond_signal(&s->ck_cv);
+    while (s->ck_gen == gen && s->ck_thread_running && !s->ck_stop)
+      pthread_cond_wait(&s->ck_done_cv, &s->ck_mu);
+  }
+  pthread_mutex_unlock(&s->ck_mu);
+}
+
 static void *checkpoint_main(void *arg) {
   mvcc_store *s = arg;
   pthread_mutex_lock(&s->ck_mu);
@@ -326,10 +361,14 @@ static void *checkpoint_main(void *arg) {
     int64_t ns = ts.tv_nsec + (int64_t)(s->checkpoint_ms % 1000) * 1000000;
     ts.tv_sec += s->checkpoint_ms / 1000 + ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    while (!s->ck_stop && pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
+    while (!s->ck_stop && !atomic_load(&s->ck_urgent) &&
+           pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
     }
     if (s->ck_stop) break;
+    atomic_store(&s->ck_urgent, false);
     checkpoint_locked(s); /* failures are logged; the next tick retries */
+    s->ck_gen++;
+    pthread_cond_broadcast(&s->ck_done_cv);
   }
   pthread_mutex_unlock(&s->ck_mu);
   return NULL;
@@ -359,6 +398,7 @@ void durability_stop(mvcc_store *s) {
     pthread_mutex_lock(&s->ck_mu);
     s->ck_stop = true;
     pthread_cond_signal(&s->ck_cv);
+    pthread_cond_broadcast(&s->ck_done_cv);
     pthread_mutex_unlock(&s->ck_mu);
     pthread_join(s->ck_thread, NULL);
     s->ck_thread_running = false;

@@ -79,6 +79,16 @@ struct mvcc_store {
   bool ck_broken;    /* an fdatasync failed: never claim durability again */
   MDB_txn *pin;      /* read txn holding the last checkpoint's snapshot */
   uint64_t pin_txnid;
+  /* The pin stops LMDB from reusing pages freed after it, so heavy writing
+   * grows the file until the next checkpoint moves it. Commits that find
+   * the file grown by CKPT_GROWTH since the last checkpoint ask for one
+   * early, which bounds that growth. */
+  _Atomic uint64_t ck_last_pgno; /* LMDB's last page at the last checkpoint */
+  _Atomic bool ck_urgent;
+  /* Past CKPT_GROWTH_MAX, writers wait for a checkpoint (backpressure): a
+   * writer faster than the disk would otherwise grow the file without end. */
+  pthread_cond_t ck_done_cv;
+  uint64_t ck_gen; /* checkpoints attempted by the thread; guarded by ck_mu */
   int checkpoint_ms;
   _Atomic uint64_t durable_index;
   char boot_id[BOOT_ID_MAX + 1]; /* "" if unknown */
@@ -112,6 +122,14 @@ int durability_prepare(mvcc_store *s, bool *restored, uint64_t *restored_txnid);
 int durability_start(mvcc_store *s);
 /* At close: stop the thread, final checkpoint, marker "clean", drop the pin. */
 void durability_stop(mvcc_store *s);
+/* After each commit (cheap): wakes the checkpoint thread early if the file
+ * has grown by CKPT_GROWTH bytes since the last checkpoint. */
+void durability_after_commit(mvcc_store *s);
+/* Before each write transaction: waits for a checkpoint if the file has
+ * grown by CKPT_GROWTH_MAX since the last one. */
+void durability_before_write(mvcc_store *s);
+#define CKPT_GROWTH (64ull << 20)
+#define CKPT_GROWTH_MAX (512ull << 20)
 
 /* Tests only: the boot id to use instead of the kernel's (NULL: the kernel's).
  * Simulates a reboot without one. */

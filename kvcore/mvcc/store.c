@@ -220,6 +220,7 @@ static void store_free(mvcc_store *s) {
   pthread_mutex_destroy(&s->pool_mu);
   pthread_mutex_destroy(&s->ck_mu);
   pthread_cond_destroy(&s->ck_cv);
+  pthread_cond_destroy(&s->ck_done_cv);
   buf_free(&s->wtxn.scratch);
   buf_free(&s->wtxn.work);
   free(s->dir);
@@ -240,6 +241,7 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&s->ck_cv, &ca);
+  pthread_cond_init(&s->ck_done_cv, NULL);
   pthread_condattr_destroy(&ca);
   s->wtxn.s = s;
   s->wtxn.write = true;
@@ -379,6 +381,7 @@ void mvcc_txn_end(mvcc_txn *t) {
 
 int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   if (!s || !out) return MVCC_EINVAL;
+  durability_before_write(s);
   ticket_lock_acquire(&s->wlock);
   mvcc_txn *t = &s->wtxn;
   t->in_request = false;
@@ -420,6 +423,7 @@ int mvcc_write_commit(mvcc_txn *t) {
   close_cursors(t); /* before the commit frees them */
   rc = mvcc_lmdb_err(mdb_txn_commit(t->txn), "committing");
   write_finish(t);
+  if (!rc) durability_after_commit(t->s);
   return rc;
 }
 

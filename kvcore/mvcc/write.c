@@ -98,10 +98,14 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   rc = mvcc_check_key(key, key_len);
   if (rc) return rc;
   if (value_len && !value) return MVCC_EINVAL;
-  MDB_dbi kvdbi = t->s->dbi[DB_KV];
+  /* One cursor finds the old version and, for an existing key, overwrites
+   * it in place (MDB_CURRENT): one descent of `kv`, not two. */
+  MDB_cursor *c;
+  rc = mvcc_cursor(t, DB_KV, &c);
+  if (rc) return rc;
   MDB_val k = {key_len, (void *)key}, d;
   kv_rec old;
-  int lrc = mdb_get(t->txn, kvdbi, &k, &d);
+  int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
   bool existed = lrc == 0;
   if (lrc && lrc != MDB_NOTFOUND) return fail(t, lrc, "put");
   if (existed && kv_rec_decode(d.mv_data, d.mv_size, &old) < 0) return mvcc_corrupt("kv", key, key_len);
@@ -119,7 +123,9 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   int64_t old_lease = existed ? old.lease : 0;
   d.mv_size = kv_rec_size(value_len);
   d.mv_data = NULL;
-  lrc = mdb_put(t->txn, kvdbi, &k, &d, MDB_RESERVE);
+  k.mv_data = (void *)key;
+  k.mv_size = key_len;
+  lrc = mdb_cursor_put(c, &k, &d, MDB_RESERVE | (existed ? MDB_CURRENT : 0));
   if (lrc) return fail(t, lrc, "put");
   kv_rec_encode(d.mv_data, &r);
   hist_rec h = {.key = key, .key_len = key_len, .create = r.create, .version = r.version,
