@@ -349,18 +349,23 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
   return MVCC_OK;
 }
 
-static void write_finish(mvcc_txn *t) {
+/* Ends the write transaction: commit (returning LMDB's code) or abort. The
+ * cursors go first: LMDB frees a write transaction's cursors with it. */
+static int write_finish(mvcc_txn *t, bool commit) {
   close_cursors(t);
+  int lrc = 0;
+  if (commit) lrc = mdb_txn_commit(t->txn);
+  else mdb_txn_abort(t->txn);
   t->txn = NULL;
   ticket_lock_release(&t->s->wlock);
+  return lrc;
 }
 
 void mvcc_txn_end(mvcc_txn *t) {
   if (!t) return;
   mvcc_store *s = t->s;
   if (t->write) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return;
   }
   mdb_txn_reset(t->txn);
@@ -395,8 +400,7 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   }
   rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
   if (rc) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return rc;
   }
   *out = t;
@@ -416,13 +420,10 @@ int mvcc_write_commit(mvcc_txn *t) {
     if (lrc) rc = mvcc_lmdb_err(lrc, "writing store state");
   }
   if (rc) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return rc;
   }
-  close_cursors(t); /* before the commit frees them */
-  rc = mvcc_lmdb_err(mdb_txn_commit(t->txn), "committing");
-  write_finish(t);
+  rc = mvcc_lmdb_err(write_finish(t, true), "committing");
   if (!rc) durability_after_commit(t->s);
   return rc;
 }
