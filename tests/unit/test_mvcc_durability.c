@@ -159,15 +159,18 @@ static int power_loss_round(uint64_t seed) {
   for (int i = 0; i < after && !bad; i++)
     if (apply_entry(a, &m, &r, ++index) != MVCC_OK) bad++;
 
-  uint8_t *cur = NULL, *ckpt = NULL;
-  size_t cur_len = 0, ckpt_len = 0;
-  if (!slurp(dir_a, "data.mdb", &cur, &cur_len) || !slurp(dir_a, "checkpoint", &ckpt, &ckpt_len)) bad++;
+  uint8_t *cur = NULL, *ckpt = NULL, *lock = NULL;
+  size_t cur_len = 0, ckpt_len = 0, lock_len = 0;
+  if (!slurp(dir_a, "data.mdb", &cur, &cur_len) || !slurp(dir_a, "checkpoint", &ckpt, &ckpt_len) ||
+      !slurp(dir_a, "lock.mdb", &lock, &lock_len))
+    bad++;
   size_t img_len = 0;
   int taken = 0;
   uint8_t *img = bad ? NULL : crash_image(&r, saved, saved_len, cur, cur_len, a->psize, &img_len, &taken);
   static const char marker[] = "running boot-a\n";
+  /* The dead process's lock file comes along, reader table and all. */
   if (!bad && (!spit(dir_b, "data.mdb", img, img_len) || !spit(dir_b, "checkpoint", ckpt, ckpt_len) ||
-               !spit(dir_b, "marker", marker, strlen(marker))))
+               !spit(dir_b, "marker", marker, strlen(marker)) || !spit(dir_b, "lock.mdb", lock, lock_len)))
     bad++;
 
   /* The machine rebooted. */
@@ -213,6 +216,7 @@ static int power_loss_round(uint64_t seed) {
   free(saved);
   free(cur);
   free(ckpt);
+  free(lock);
   free(img);
   model_free(&m);
   if (at_ckpt.keys) model_free(&at_ckpt);
@@ -247,8 +251,8 @@ static void crashed_copy(const char *into, const char *marker) {
   mvcc_write_commit(t);
   uint8_t *d;
   size_t n;
-  const char *files[] = {"data.mdb", "checkpoint"};
-  for (int i = 0; i < 2; i++) {
+  const char *files[] = {"data.mdb", "checkpoint", "lock.mdb"};
+  for (int i = 0; i < 3; i++) {
     if (slurp(dir, files[i], &d, &n)) {
       spit(into, files[i], d, n);
       free(d);
@@ -410,8 +414,8 @@ static int verify_prefix(mvcc_store *s, uint64_t upto, const char *ctx) {
 }
 
 static void copy_dir_files(const char *from, const char *to) {
-  const char *files[] = {"data.mdb", "checkpoint", "marker"};
-  for (int i = 0; i < 3; i++) {
+  const char *files[] = {"data.mdb", "checkpoint", "marker", "lock.mdb"};
+  for (int i = 0; i < 4; i++) {
     uint8_t *d;
     size_t n;
     if (slurp(from, files[i], &d, &n)) {
