@@ -340,7 +340,8 @@ void durability_after_commit(mvcc_store *s) {
 void durability_before_write(mvcc_store *s) {
   if (growth(s) < CKPT_GROWTH_MAX) return;
   pthread_mutex_lock(&s->ck_mu);
-  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken) {
+  /* A checkpoint may have finished while this thread waited for ck_mu. */
+  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken && growth(s) >= CKPT_GROWTH_MAX) {
     log_debug("mvcc: file grew %llu MiB since the last checkpoint; writes wait for the next",
               (unsigned long long)(growth(s) >> 20));
     uint64_t gen = s->ck_gen;

@@ -30,9 +30,10 @@
  * the map and stay valid until the transaction ends or, in a write
  * transaction, until its next change.
  *
- * Errors: a failed write (ENOSPACE, EIO) poisons its write transaction:
- * every later call on it returns the same error and commit aborts. Argument
- * errors (EINVAL, EKEYTOOLONG) are found before anything is written and
+ * Errors: a write call that fails part-way (ENOSPACE, EIO) poisons its
+ * write transaction: every later call on it returns the same error and
+ * commit aborts, so half a request is never committed. Errors found before
+ * anything is written (EINVAL, EKEYTOOLONG, a corrupt record read first)
  * leave the transaction usable.
  */
 #ifndef SYNOD_MVCC_H

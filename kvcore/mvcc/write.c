@@ -184,7 +184,11 @@ int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted
     if (lrc) return fail(t, lrc, "delete");
     if (!single && !sp->open_end && bytes_cmp(k.mv_data, k.mv_size, sp->end, sp->end_len) >= 0) break;
     kv_rec r;
-    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) return mvcc_corrupt("kv", k.mv_data, k.mv_size);
+    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) {
+      /* Keys before this one may be gone already: never commit half a request. */
+      t->err = mvcc_corrupt("kv", k.mv_data, k.mv_size);
+      return t->err;
+    }
     if (on_deleted) {
       mvcc_kv kv = {k.mv_data, k.mv_size, r.value, r.value_len, r.create, r.mod, r.version, r.lease};
       on_deleted(arg, &kv); /* a notification: every key in the span goes */

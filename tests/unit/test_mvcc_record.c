@@ -255,8 +255,12 @@ static void test_corrupt_records(void) {
   tkv_list_clear(&l);
   REQUIRE_EQ(mvcc_write_begin(s, &t), 0);
   CHECK_INT(mvcc_put(t, K("a"), K("3"), 0, NULL), ==, MVCC_EIO);
+  CHECK_INT(mvcc_put(t, K("d"), K("1"), 0, NULL), ==, MVCC_OK); /* a read error does not poison */
   CHECK_INT(mvcc_delete_range(t, &all, NULL, NULL, NULL), ==, MVCC_EIO);
-  mvcc_txn_end(t);
+  /* ... but a delete that failed half-way does: nothing of it may commit. */
+  CHECK_INT(mvcc_put(t, K("e"), K("1"), 0, NULL), ==, MVCC_EIO);
+  CHECK_INT(mvcc_write_commit(t), ==, MVCC_EIO);
+  CHECK(tget(s, "d", 0, NULL) == NULL);
   mvcc_close(s);
 
   /* A corrupt store state: open refuses. */
