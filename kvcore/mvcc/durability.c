@@ -51,6 +51,13 @@ void mvcc_test_set_boot_id(const char *boot_id) {
   if (boot_id) snprintf(test_boot_id, sizeof test_boot_id, "%s", boot_id);
 }
 
+static uint64_t test_growth, test_growth_max;
+
+void mvcc_test_set_growth(uint64_t early, uint64_t max) {
+  test_growth = early;
+  test_growth_max = max;
+}
+
 /* The kernel's boot id, which changes on every boot: how open tells a
  * process crash (same boot, page cache intact) from a machine crash. */
 static void read_boot_id(char out[BOOT_ID_MAX + 1]) {
@@ -332,16 +339,16 @@ static uint64_t growth(mvcc_store *s) {
 }
 
 void durability_after_commit(mvcc_store *s) {
-  if (atomic_load(&s->ck_urgent) || growth(s) < CKPT_GROWTH) return;
+  if (atomic_load(&s->ck_urgent) || growth(s) < s->ck_growth) return;
   atomic_store(&s->ck_urgent, true);
   pthread_cond_signal(&s->ck_cv); /* a hint: the flag covers a missed wakeup */
 }
 
 void durability_before_write(mvcc_store *s) {
-  if (growth(s) < CKPT_GROWTH_MAX) return;
+  if (growth(s) < s->ck_growth_max) return;
   pthread_mutex_lock(&s->ck_mu);
   /* A checkpoint may have finished while this thread waited for ck_mu. */
-  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken && growth(s) >= CKPT_GROWTH_MAX) {
+  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken && growth(s) >= s->ck_growth_max) {
     log_debug("mvcc: file grew %llu MiB since the last checkpoint; writes wait for the next",
               (unsigned long long)(growth(s) >> 20));
     uint64_t gen = s->ck_gen;
@@ -376,6 +383,8 @@ static void *checkpoint_main(void *arg) {
 }
 
 int durability_start(mvcc_store *s) {
+  s->ck_growth = test_growth ? test_growth : CKPT_GROWTH;
+  s->ck_growth_max = test_growth_max ? test_growth_max : CKPT_GROWTH_MAX;
   /* Pin the current snapshot before anything can write: after a kill -9 the
    * previous process's pin is gone, and the checkpoint file still points at
    * pages that new commits could otherwise reuse. */

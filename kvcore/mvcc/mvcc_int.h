@@ -85,6 +85,7 @@ struct mvcc_store {
    * early, which bounds that growth. */
   _Atomic uint64_t ck_last_pgno; /* LMDB's last page at the last checkpoint */
   _Atomic bool ck_urgent;
+  uint64_t ck_growth, ck_growth_max; /* CKPT_GROWTH, CKPT_GROWTH_MAX unless a test set them */
   /* Past CKPT_GROWTH_MAX, writers wait for a checkpoint (backpressure): a
    * writer faster than the disk would otherwise grow the file without end. */
   pthread_cond_t ck_done_cv;
@@ -134,6 +135,8 @@ void durability_before_write(mvcc_store *s);
 /* Tests only: the boot id to use instead of the kernel's (NULL: the kernel's).
  * Simulates a reboot without one. */
 void mvcc_test_set_boot_id(const char *boot_id);
+/* Tests only: growth limits for stores opened from now on (0, 0: defaults). */
+void mvcc_test_set_growth(uint64_t early, uint64_t max);
 
 /* ---------------------------------------------------------------- read.c */
 
