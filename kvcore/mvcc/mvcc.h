@@ -9,8 +9,11 @@
  * Threads: one writer (the server's apply thread) and any number of readers
  * at once. Readers see a consistent snapshot and never wait for the writer.
  * A write transaction stays on the thread that began it (LMDB's writer lock
- * is per thread); read transactions may move between threads. Visitors must
- * not change the store, except mvcc_lease_keys' (see there).
+ * is per thread); read transactions may move between threads. A visitor
+ * must not call back into the store with its own transaction (another
+ * transaction is fine), except that mvcc_changes' may call mvcc_get_before
+ * (a watcher's prev_kv), mvcc_delete_range's may read, and
+ * mvcc_lease_keys' may delete the key it is shown.
  *
  * Durability: commits do not fsync. The caller's log (WAL or Raft log) is
  * the durability point: it records every request before it is applied, and

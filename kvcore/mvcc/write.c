@@ -137,9 +137,12 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   return MVCC_OK;
 }
 
-/* Deletes one live key (the `kv` cursor is on it): tombstone, index, lease. */
-static int delete_one(mvcc_txn *t, MDB_cursor *c, const uint8_t *key, size_t key_len, int64_t lease) {
-  int lrc = mdb_cursor_del(c, 0);
+/* Deletes one live key: tombstone, index, lease. By key, not through the
+ * walking cursor: the visitor ran in between and may have read through this
+ * transaction. */
+static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t lease) {
+  MDB_val k = {key_len, (void *)key};
+  int lrc = mdb_del(t->txn, t->s->dbi[DB_KV], &k, NULL);
   if (lrc) return fail(t, lrc, "delete");
   hist_rec h = {.is_delete = true, .key = key, .key_len = key_len};
   int rc = record_change(t, &h);
@@ -195,7 +198,7 @@ int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted
     }
     from_len = k.mv_size;
     memcpy(from, k.mv_data, from_len);
-    rc = delete_one(t, c, from, from_len, r.lease);
+    rc = delete_one(t, from, from_len, r.lease);
     if (rc) return rc;
     n++;
     if (single) break;

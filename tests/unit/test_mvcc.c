@@ -754,6 +754,68 @@ static void test_changes(void) {
   tmpdir_remove(dir);
 }
 
+/* The allowed nestings: get_before inside changes (prev_kv for watchers),
+ * reads inside delete_range's visitor. */
+typedef struct {
+  mvcc_txn *t;
+  int prevs, bad;
+} nest_arg;
+
+static int changes_with_prev(void *arg, const mvcc_change *c) {
+  nest_arg *a = arg;
+  mvcc_kv prev;
+  int rc = mvcc_get_before(a->t, c->kv.key, c->kv.key_len, c->main, c->sub, &prev);
+  if (rc == MVCC_OK) a->prevs++;
+  else if (rc != MVCC_ENOTFOUND) a->bad++;
+  return 0;
+}
+
+static int delete_and_read(void *arg, const mvcc_kv *kv) {
+  nest_arg *a = arg;
+  mvcc_span all = span_from("");
+  int64_t count;
+  tkv_list l = {0};
+  if (mvcc_range(a->t, &all, 0, 0, MVCC_RANGE_REVERSE, tkv_collect, &l, &count) != MVCC_OK) a->bad++;
+  if (mvcc_range(a->t, &all, 2, 0, 0, tkv_collect, &l, &count) != MVCC_OK) a->bad++;
+  tkv_list_clear(&l);
+  (void)kv;
+  a->prevs++;
+  return 0;
+}
+
+static void test_visitor_nesting(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  for (int i = 0; i < 30; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "k%02d", i % 10);
+    CHECK_INT(tput(s, k, "v", 0), ==, MVCC_OK);
+  }
+  mvcc_txn *t = rbegin(s);
+  nest_arg a = {.t = t};
+  CHECK_INT(mvcc_changes(t, 0, 0, changes_with_prev, &a), ==, MVCC_OK);
+  CHECK_INT(a.prevs, ==, 20); /* every put but each key's first */
+  CHECK_INT(a.bad, ==, 0);
+  mvcc_txn_end(t);
+  t = wbegin(s);
+  a = (nest_arg){.t = t};
+  mvcc_span sp = span_range("k03", "k08");
+  int64_t n;
+  CHECK_INT(mvcc_delete_range(t, &sp, delete_and_read, &a, &n), ==, MVCC_OK);
+  CHECK_INT(n, ==, 5);
+  CHECK_INT(a.prevs, ==, 5);
+  CHECK_INT(a.bad, ==, 0);
+  CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
+  tkv_list l = {0};
+  int64_t count;
+  CHECK_INT(trange(s, span_from(""), 0, 0, 0, &l, &count), ==, MVCC_OK);
+  CHECK_INT(count, ==, 5);
+  CHECK(l.n == 5 && tkv_is(&l.v[3], "k08", "v"));
+  tkv_list_clear(&l);
+  mvcc_close(s);
+  tmpdir_remove(dir);
+}
+
 static void test_get_before(void) {
   char *dir;
   mvcc_store *s = topen(&dir);
@@ -1335,6 +1397,7 @@ int main(void) {
   RUN(test_compaction_overtaken);
   RUN(test_changes);
   RUN(test_get_before);
+  RUN(test_visitor_nesting);
   RUN(test_lease_keys);
   RUN(test_aux_tables);
   RUN(test_applied_roundtrip);
