@@ -52,6 +52,11 @@ void mvcc_test_set_boot_id(const char *boot_id) {
 }
 
 static uint64_t test_growth, test_growth_max;
+static int (*ckpt_writer)(const char *path, const void *data, size_t n) = write_file_atomic;
+
+void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *data, size_t n)) {
+  ckpt_writer = fn ? fn : write_file_atomic;
+}
 
 void mvcc_test_set_growth(uint64_t early, uint64_t max) {
   test_growth = early;
@@ -236,6 +241,14 @@ static int read_full(int fd, uint8_t *p, size_t n, off_t off) {
 /* One checkpoint; the caller holds ck_mu (or is open/close, single-threaded). */
 static int checkpoint_locked(mvcc_store *s) {
   if (s->ck_broken) return MVCC_EIO;
+  if (s->nspare == (int)(sizeof s->spare_pins / sizeof s->spare_pins[0])) {
+    /* Checkpoint files keep failing to become durable: stop, keep every
+     * snapshot a surviving file could name, and roll back at next open. */
+    log_error("mvcc: checkpoints cannot be made durable; durability stops here");
+    s->ck_broken = true;
+    marker_write(s, true, "fsync-failed");
+    return MVCC_EIO;
+  }
   int64_t started = time_mono_ns();
   uint8_t *pages = xmalloc(2 * (size_t)s->psize);
   MDB_txn *snap = NULL;
@@ -246,7 +259,7 @@ static int checkpoint_locked(mvcc_store *s) {
   ticket_lock_acquire(&s->wlock);
   MDB_envinfo info;
   mdb_env_info(s->env, &info);
-  if (s->pin && info.me_last_txnid == s->pin_txnid) {
+  if (s->pin && info.me_last_txnid == s->pin_txnid && s->nspare == 0) {
     ticket_lock_release(&s->wlock);
     free(pages);
     return MVCC_OK; /* nothing committed since the last checkpoint */
@@ -293,12 +306,17 @@ static int checkpoint_locked(mvcc_store *s) {
     rc = MVCC_EIO;
   }
   /* Step 3. */
+  bool unsure = false; /* the new file is in place, but maybe not durably */
   if (!rc) {
     char path[4096];
     path_in(s, ckpt_name, path, sizeof path);
-    if (write_file_atomic(path, file.data, file.len) < 0) {
+    if (ckpt_writer(path, file.data, file.len) < 0) {
       log_error("mvcc: checkpoint: writing %s: %s", path, strerror(errno));
-      rc = MVCC_EIO;
+      uint8_t *back = NULL;
+      size_t n = 0;
+      unsure = read_file(path, &back, &n) == 0 && n == file.len && memcmp(back, file.data, n) == 0;
+      free(back);
+      if (!unsure) rc = MVCC_EIO; /* the old file still stands, and its pin */
     }
   }
   buf_free(&file);
@@ -307,11 +325,21 @@ static int checkpoint_locked(mvcc_store *s) {
     if (snap) mdb_txn_abort(snap);
     return rc;
   }
-  /* Step 4: S is now the restore point; the previous one may be reused. */
+  /* Step 4: S is now the restore point. The previous one may be reused,
+   * unless the file naming S might not survive (then either may be read
+   * after power loss, and both stay pinned). */
   MDB_txn *old = s->pin;
   s->pin = snap;
   s->pin_txnid = txnid;
+  if (unsure) {
+    if (old) s->spare_pins[s->nspare++] = old;
+    log_warn("mvcc: checkpoint at txn %llu may not be durable; keeping older snapshots pinned",
+             (unsigned long long)txnid);
+    return MVCC_EIO;
+  }
   if (old) mdb_txn_abort(old);
+  for (int i = 0; i < s->nspare; i++) mdb_txn_abort(s->spare_pins[i]);
+  s->nspare = 0;
   atomic_store(&s->durable_index, st.applied_index);
   log_debug("mvcc: checkpoint txn %llu, applied index %llu, %llu pages, %.1f ms",
             (unsigned long long)txnid, (unsigned long long)st.applied_index,
@@ -418,4 +446,6 @@ void durability_stop(mvcc_store *s) {
   else log_error("mvcc: %s: final checkpoint failed; the next open will roll back", s->dir);
   if (s->pin) mdb_txn_abort(s->pin);
   s->pin = NULL;
+  for (int i = 0; i < s->nspare; i++) mdb_txn_abort(s->spare_pins[i]);
+  s->nspare = 0;
 }

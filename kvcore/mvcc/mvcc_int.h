@@ -79,6 +79,10 @@ struct mvcc_store {
   bool ck_broken;    /* an fdatasync failed: never claim durability again */
   MDB_txn *pin;      /* read txn holding the last checkpoint's snapshot */
   uint64_t pin_txnid;
+  /* Older snapshots that a checkpoint file on disk may still name: kept
+   * while a checkpoint's rename landed but could not be made durable. */
+  MDB_txn *spare_pins[4];
+  int nspare;
   /* The pin stops LMDB from reusing pages freed after it, so heavy writing
    * grows the file until the next checkpoint moves it. Commits that find
    * the file grown by CKPT_GROWTH since the last checkpoint ask for one
@@ -137,6 +141,9 @@ void durability_before_write(mvcc_store *s);
 void mvcc_test_set_boot_id(const char *boot_id);
 /* Tests only: growth limits for stores opened from now on (0, 0: defaults). */
 void mvcc_test_set_growth(uint64_t early, uint64_t max);
+/* Tests only: how checkpoint files are written (NULL: write_file_atomic),
+ * to inject failures. */
+void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *data, size_t n));
 
 /* ---------------------------------------------------------------- read.c */
 
