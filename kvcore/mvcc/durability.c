@@ -51,6 +51,18 @@ void mvcc_test_set_boot_id(const char *boot_id) {
   if (boot_id) snprintf(test_boot_id, sizeof test_boot_id, "%s", boot_id);
 }
 
+static uint64_t test_growth, test_growth_max;
+static int (*ckpt_writer)(const char *path, const void *data, size_t n) = write_file_atomic;
+
+void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *data, size_t n)) {
+  ckpt_writer = fn ? fn : write_file_atomic;
+}
+
+void mvcc_test_set_growth(uint64_t early, uint64_t max) {
+  test_growth = early;
+  test_growth_max = max;
+}
+
 /* The kernel's boot id, which changes on every boot: how open tells a
  * process crash (same boot, page cache intact) from a machine crash. */
 static void read_boot_id(char out[BOOT_ID_MAX + 1]) {
@@ -229,6 +241,15 @@ static int read_full(int fd, uint8_t *p, size_t n, off_t off) {
 /* One checkpoint; the caller holds ck_mu (or is open/close, single-threaded). */
 static int checkpoint_locked(mvcc_store *s) {
   if (s->ck_broken) return MVCC_EIO;
+  if (s->nspare == (int)(sizeof s->spare_pins / sizeof s->spare_pins[0])) {
+    /* Checkpoint files keep failing to become durable: stop, keep every
+     * snapshot a surviving file could name, and roll back at next open. */
+    log_error("mvcc: checkpoints cannot be made durable; durability stops here");
+    s->ck_broken = true;
+    marker_write(s, true, "fsync-failed");
+    return MVCC_EIO;
+  }
+  int64_t started = time_mono_ns();
   uint8_t *pages = xmalloc(2 * (size_t)s->psize);
   MDB_txn *snap = NULL;
   store_state st;
@@ -238,11 +259,12 @@ static int checkpoint_locked(mvcc_store *s) {
   ticket_lock_acquire(&s->wlock);
   MDB_envinfo info;
   mdb_env_info(s->env, &info);
-  if (s->pin && info.me_last_txnid == s->pin_txnid) {
+  if (s->pin && info.me_last_txnid == s->pin_txnid && s->nspare == 0) {
     ticket_lock_release(&s->wlock);
     free(pages);
     return MVCC_OK; /* nothing committed since the last checkpoint */
   }
+  atomic_store(&s->ck_last_pgno, (uint64_t)info.me_last_pgno);
   int lrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap);
   if (lrc) {
     snap = NULL;
@@ -284,12 +306,17 @@ static int checkpoint_locked(mvcc_store *s) {
     rc = MVCC_EIO;
   }
   /* Step 3. */
+  bool unsure = false; /* the new file is in place, but maybe not durably */
   if (!rc) {
     char path[4096];
     path_in(s, ckpt_name, path, sizeof path);
-    if (write_file_atomic(path, file.data, file.len) < 0) {
+    if (ckpt_writer(path, file.data, file.len) < 0) {
       log_error("mvcc: checkpoint: writing %s: %s", path, strerror(errno));
-      rc = MVCC_EIO;
+      uint8_t *back = NULL;
+      size_t n = 0;
+      unsure = read_file(path, &back, &n) == 0 && n == file.len && memcmp(back, file.data, n) == 0;
+      free(back);
+      if (!unsure) rc = MVCC_EIO; /* the old file still stands, and its pin */
     }
   }
   buf_free(&file);
@@ -298,12 +325,26 @@ static int checkpoint_locked(mvcc_store *s) {
     if (snap) mdb_txn_abort(snap);
     return rc;
   }
-  /* Step 4: S is now the restore point; the previous one may be reused. */
+  /* Step 4: S is now the restore point. The previous one may be reused,
+   * unless the file naming S might not survive (then either may be read
+   * after power loss, and both stay pinned). */
   MDB_txn *old = s->pin;
   s->pin = snap;
   s->pin_txnid = txnid;
+  if (unsure) {
+    if (old) s->spare_pins[s->nspare++] = old;
+    log_warn("mvcc: checkpoint at txn %llu may not be durable; keeping older snapshots pinned",
+             (unsigned long long)txnid);
+    return MVCC_EIO;
+  }
   if (old) mdb_txn_abort(old);
+  for (int i = 0; i < s->nspare; i++) mdb_txn_abort(s->spare_pins[i]);
+  s->nspare = 0;
   atomic_store(&s->durable_index, st.applied_index);
+  log_debug("mvcc: checkpoint txn %llu, applied index %llu, %llu pages, %.1f ms",
+            (unsigned long long)txnid, (unsigned long long)st.applied_index,
+            (unsigned long long)atomic_load(&s->ck_last_pgno) + 1,
+            (double)(time_mono_ns() - started) / 1e6);
   return MVCC_OK;
 }
 
@@ -317,6 +358,36 @@ int mvcc_checkpoint(mvcc_store *s) {
 
 uint64_t mvcc_durable_index(mvcc_store *s) { return atomic_load(&s->durable_index); }
 
+/* Bytes the file grew since the last checkpoint began. */
+static uint64_t growth(mvcc_store *s) {
+  MDB_envinfo info;
+  mdb_env_info(s->env, &info);
+  uint64_t last = info.me_last_pgno, base = atomic_load(&s->ck_last_pgno);
+  return last > base ? (last - base) * s->psize : 0;
+}
+
+void durability_after_commit(mvcc_store *s) {
+  if (atomic_load(&s->ck_urgent) || growth(s) < s->ck_growth) return;
+  atomic_store(&s->ck_urgent, true);
+  pthread_cond_signal(&s->ck_cv); /* a hint: the flag covers a missed wakeup */
+}
+
+void durability_before_write(mvcc_store *s) {
+  if (growth(s) < s->ck_growth_max) return;
+  pthread_mutex_lock(&s->ck_mu);
+  /* A checkpoint may have finished while this thread waited for ck_mu. */
+  if (s->ck_thread_running && !s->ck_stop && !s->ck_broken && growth(s) >= s->ck_growth_max) {
+    log_debug("mvcc: file grew %llu MiB since the last checkpoint; writes wait for the next",
+              (unsigned long long)(growth(s) >> 20));
+    uint64_t gen = s->ck_gen;
+    atomic_store(&s->ck_urgent, true);
+    pthread_cond_signal(&s->ck_cv);
+    while (s->ck_gen == gen && s->ck_thread_running && !s->ck_stop)
+      pthread_cond_wait(&s->ck_done_cv, &s->ck_mu);
+  }
+  pthread_mutex_unlock(&s->ck_mu);
+}
+
 static void *checkpoint_main(void *arg) {
   pthread_setname_np(pthread_self(), "synod-ckpt");
   mvcc_store *s = arg;
@@ -327,16 +398,22 @@ static void *checkpoint_main(void *arg) {
     int64_t ns = ts.tv_nsec + (int64_t)(s->checkpoint_ms % 1000) * 1000000;
     ts.tv_sec += s->checkpoint_ms / 1000 + ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    while (!s->ck_stop && pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
+    while (!s->ck_stop && !atomic_load(&s->ck_urgent) &&
+           pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
     }
     if (s->ck_stop) break;
+    atomic_store(&s->ck_urgent, false);
     checkpoint_locked(s); /* failures are logged; the next tick retries */
+    s->ck_gen++;
+    pthread_cond_broadcast(&s->ck_done_cv);
   }
   pthread_mutex_unlock(&s->ck_mu);
   return NULL;
 }
 
 int durability_start(mvcc_store *s) {
+  s->ck_growth = test_growth ? test_growth : CKPT_GROWTH;
+  s->ck_growth_max = test_growth_max ? test_growth_max : CKPT_GROWTH_MAX;
   /* Pin the current snapshot before anything can write: after a kill -9 the
    * previous process's pin is gone, and the checkpoint file still points at
    * pages that new commits could otherwise reuse. */
@@ -360,6 +437,7 @@ void durability_stop(mvcc_store *s) {
     pthread_mutex_lock(&s->ck_mu);
     s->ck_stop = true;
     pthread_cond_signal(&s->ck_cv);
+    pthread_cond_broadcast(&s->ck_done_cv);
     pthread_mutex_unlock(&s->ck_mu);
     pthread_join(s->ck_thread, NULL);
     s->ck_thread_running = false;
@@ -369,4 +447,6 @@ void durability_stop(mvcc_store *s) {
   else log_error("mvcc: %s: final checkpoint failed; the next open will roll back", s->dir);
   if (s->pin) mdb_txn_abort(s->pin);
   s->pin = NULL;
+  for (int i = 0; i < s->nspare; i++) mdb_txn_abort(s->spare_pins[i]);
+  s->nspare = 0;
 }

@@ -79,6 +79,21 @@ struct mvcc_store {
   bool ck_broken;    /* an fdatasync failed: never claim durability again */
   MDB_txn *pin;      /* read txn holding the last checkpoint's snapshot */
   uint64_t pin_txnid;
+  /* Older snapshots that a checkpoint file on disk may still name: kept
+   * while a checkpoint's rename landed but could not be made durable. */
+  MDB_txn *spare_pins[4];
+  int nspare;
+  /* The pin stops LMDB from reusing pages freed after it, so heavy writing
+   * grows the file until the next checkpoint moves it. Commits that find
+   * the file grown by CKPT_GROWTH since the last checkpoint ask for one
+   * early, which bounds that growth. */
+  _Atomic uint64_t ck_last_pgno; /* LMDB's last page at the last checkpoint */
+  _Atomic bool ck_urgent;
+  uint64_t ck_growth, ck_growth_max; /* CKPT_GROWTH, CKPT_GROWTH_MAX unless a test set them */
+  /* Past CKPT_GROWTH_MAX, writers wait for a checkpoint (backpressure): a
+   * writer faster than the disk would otherwise grow the file without end. */
+  pthread_cond_t ck_done_cv;
+  uint64_t ck_gen; /* checkpoints attempted by the thread; guarded by ck_mu */
   int checkpoint_ms;
   _Atomic uint64_t durable_index;
   char boot_id[BOOT_ID_MAX + 1]; /* "" if unknown */
@@ -112,10 +127,23 @@ int durability_prepare(mvcc_store *s, bool *restored, uint64_t *restored_txnid);
 int durability_start(mvcc_store *s);
 /* At close: stop the thread, final checkpoint, marker "clean", drop the pin. */
 void durability_stop(mvcc_store *s);
+/* After each commit (cheap): wakes the checkpoint thread early if the file
+ * has grown by CKPT_GROWTH bytes since the last checkpoint. */
+void durability_after_commit(mvcc_store *s);
+/* Before each write transaction: waits for a checkpoint if the file has
+ * grown by CKPT_GROWTH_MAX since the last one. */
+void durability_before_write(mvcc_store *s);
+#define CKPT_GROWTH (64ull << 20)
+#define CKPT_GROWTH_MAX (512ull << 20)
 
 /* Tests only: the boot id to use instead of the kernel's (NULL: the kernel's).
  * Simulates a reboot without one. */
 void mvcc_test_set_boot_id(const char *boot_id);
+/* Tests only: growth limits for stores opened from now on (0, 0: defaults). */
+void mvcc_test_set_growth(uint64_t early, uint64_t max);
+/* Tests only: how checkpoint files are written (NULL: write_file_atomic),
+ * to inject failures. */
+void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *data, size_t n));
 
 /* ---------------------------------------------------------------- read.c */
 

@@ -220,6 +220,7 @@ static void store_free(mvcc_store *s) {
   pthread_mutex_destroy(&s->pool_mu);
   pthread_mutex_destroy(&s->ck_mu);
   pthread_cond_destroy(&s->ck_cv);
+  pthread_cond_destroy(&s->ck_done_cv);
   buf_free(&s->wtxn.scratch);
   buf_free(&s->wtxn.work);
   free(s->dir);
@@ -240,6 +241,7 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&s->ck_cv, &ca);
+  pthread_cond_init(&s->ck_done_cv, NULL);
   pthread_condattr_destroy(&ca);
   s->wtxn.s = s;
   s->wtxn.write = true;
@@ -347,18 +349,23 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
   return MVCC_OK;
 }
 
-static void write_finish(mvcc_txn *t) {
+/* Ends the write transaction: commit (returning LMDB's code) or abort. The
+ * cursors go first: LMDB frees a write transaction's cursors with it. */
+static int write_finish(mvcc_txn *t, bool commit) {
   close_cursors(t);
+  int lrc = 0;
+  if (commit) lrc = mdb_txn_commit(t->txn);
+  else mdb_txn_abort(t->txn);
   t->txn = NULL;
   ticket_lock_release(&t->s->wlock);
+  return lrc;
 }
 
 void mvcc_txn_end(mvcc_txn *t) {
   if (!t) return;
   mvcc_store *s = t->s;
   if (t->write) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return;
   }
   mdb_txn_reset(t->txn);
@@ -379,6 +386,7 @@ void mvcc_txn_end(mvcc_txn *t) {
 
 int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   if (!s || !out) return MVCC_EINVAL;
+  durability_before_write(s);
   ticket_lock_acquire(&s->wlock);
   mvcc_txn *t = &s->wtxn;
   t->in_request = false;
@@ -392,8 +400,7 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   }
   rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
   if (rc) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return rc;
   }
   *out = t;
@@ -413,13 +420,11 @@ int mvcc_write_commit(mvcc_txn *t) {
     if (lrc) rc = mvcc_lmdb_err(lrc, "writing store state");
   }
   if (rc) {
-    mdb_txn_abort(t->txn);
-    write_finish(t);
+    write_finish(t, false);
     return rc;
   }
-  close_cursors(t); /* before the commit frees them */
-  rc = mvcc_lmdb_err(mdb_txn_commit(t->txn), "committing");
-  write_finish(t);
+  rc = mvcc_lmdb_err(write_finish(t, true), "committing");
+  if (!rc) durability_after_commit(t->s);
   return rc;
 }
 

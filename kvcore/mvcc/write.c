@@ -98,10 +98,14 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   rc = mvcc_check_key(key, key_len);
   if (rc) return rc;
   if (value_len && !value) return MVCC_EINVAL;
-  MDB_dbi kvdbi = t->s->dbi[DB_KV];
+  /* One cursor finds the old version and, for an existing key, overwrites
+   * it in place (MDB_CURRENT): one descent of `kv`, not two. */
+  MDB_cursor *c;
+  rc = mvcc_cursor(t, DB_KV, &c);
+  if (rc) return rc;
   MDB_val k = {key_len, (void *)key}, d;
   kv_rec old;
-  int lrc = mdb_get(t->txn, kvdbi, &k, &d);
+  int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
   bool existed = lrc == 0;
   if (lrc && lrc != MDB_NOTFOUND) return fail(t, lrc, "put");
   if (existed && kv_rec_decode(d.mv_data, d.mv_size, &old) < 0) return mvcc_corrupt("kv", key, key_len);
@@ -119,7 +123,9 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   int64_t old_lease = existed ? old.lease : 0;
   d.mv_size = kv_rec_size(value_len);
   d.mv_data = NULL;
-  lrc = mdb_put(t->txn, kvdbi, &k, &d, MDB_RESERVE);
+  k.mv_data = (void *)key;
+  k.mv_size = key_len;
+  lrc = mdb_cursor_put(c, &k, &d, MDB_RESERVE | (existed ? MDB_CURRENT : 0));
   if (lrc) return fail(t, lrc, "put");
   kv_rec_encode(d.mv_data, &r);
   hist_rec h = {.key = key, .key_len = key_len, .create = r.create, .version = r.version,
@@ -131,9 +137,12 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   return MVCC_OK;
 }
 
-/* Deletes one live key (the `kv` cursor is on it): tombstone, index, lease. */
-static int delete_one(mvcc_txn *t, MDB_cursor *c, const uint8_t *key, size_t key_len, int64_t lease) {
-  int lrc = mdb_cursor_del(c, 0);
+/* Deletes one live key: tombstone, index, lease. By key, not through the
+ * walking cursor: the visitor ran in between and may have read through this
+ * transaction. */
+static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t lease) {
+  MDB_val k = {key_len, (void *)key};
+  int lrc = mdb_del(t->txn, t->s->dbi[DB_KV], &k, NULL);
   if (lrc) return fail(t, lrc, "delete");
   hist_rec h = {.is_delete = true, .key = key, .key_len = key_len};
   int rc = record_change(t, &h);
@@ -178,14 +187,18 @@ int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted
     if (lrc) return fail(t, lrc, "delete");
     if (!single && !sp->open_end && bytes_cmp(k.mv_data, k.mv_size, sp->end, sp->end_len) >= 0) break;
     kv_rec r;
-    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) return mvcc_corrupt("kv", k.mv_data, k.mv_size);
+    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) {
+      /* Keys before this one may be gone already: never commit half a request. */
+      t->err = mvcc_corrupt("kv", k.mv_data, k.mv_size);
+      return t->err;
+    }
     if (on_deleted) {
       mvcc_kv kv = {k.mv_data, k.mv_size, r.value, r.value_len, r.create, r.mod, r.version, r.lease};
       on_deleted(arg, &kv); /* a notification: every key in the span goes */
     }
     from_len = k.mv_size;
     memcpy(from, k.mv_data, from_len);
-    rc = delete_one(t, c, from, from_len, r.lease);
+    rc = delete_one(t, from, from_len, r.lease);
     if (rc) return rc;
     n++;
     if (single) break;

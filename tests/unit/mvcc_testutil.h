@@ -65,6 +65,14 @@ static inline uint64_t trng_next(trng *r) {
 static inline uint64_t trng_below(trng *r, uint64_t n) { return n ? trng_next(r) % n : 0; }
 static inline bool trng_chance(trng *r, int percent) { return (int)trng_below(r, 100) < percent; }
 
+/* testing.h's REQUIRE evaluates its condition twice; this evaluates a call
+ * with side effects once (needs testing.h where it is used). */
+#define REQUIRE_EQ(expr, want)                          \
+  do {                                                  \
+    long long req_got_ = (long long)(expr);             \
+    REQUIRE(req_got_ == (long long)(want));             \
+  } while (0)
+
 /* Multiplies default iteration counts: SYNOD_LONG=N for manual runs. */
 int tlong_factor(void);
 

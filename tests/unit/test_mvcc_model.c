@@ -236,7 +236,7 @@ static void test_random_against_model(void) {
 }
 
 int main(void) {
-  log_set_level(LOG_ERROR);
+  log_set_level(getenv("SYNOD_LOG") ? LOG_DEBUG : LOG_FATAL);
   RUN(test_random_against_model);
   return testing_done();
 }

@@ -1,0 +1,2 @@
+# kvcore/mvcc fuzz targets (included by tests/CMakeLists.txt).
+synod_fuzz_target(fuzz_mvcc_records SOURCES fuzz/fuzz_mvcc_records.c LIBS synod_mvcc)
