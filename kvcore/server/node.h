@@ -13,6 +13,7 @@
 
 typedef struct pipeline pipeline;
 typedef struct compactor compactor;
+typedef struct lease_service lease_service;
 
 typedef struct node {
   server_config cfg;
@@ -22,6 +23,7 @@ typedef struct node {
   mvcc_store *store;
   pipeline *pipe;
   compactor *compactor;
+  lease_service *lease;
   rpc_server *rpc;
   int64_t started_ns;
   char member_dir[4096];

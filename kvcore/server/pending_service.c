@@ -52,11 +52,6 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 
 static const rpc_method pending[] = {
     S("/etcdserverpb.Watch/Watch", etcdserverpb__watch_request),
-    U("/etcdserverpb.Lease/LeaseGrant", etcdserverpb__lease_grant_request),
-    U("/etcdserverpb.Lease/LeaseRevoke", etcdserverpb__lease_revoke_request),
-    S("/etcdserverpb.Lease/LeaseKeepAlive", etcdserverpb__lease_keep_alive_request),
-    U("/etcdserverpb.Lease/LeaseTimeToLive", etcdserverpb__lease_time_to_live_request),
-    U("/etcdserverpb.Lease/LeaseLeases", etcdserverpb__lease_leases_request),
     U("/etcdserverpb.Cluster/MemberAdd", etcdserverpb__member_add_request),
     U("/etcdserverpb.Cluster/MemberRemove", etcdserverpb__member_remove_request),
     U("/etcdserverpb.Cluster/MemberUpdate", etcdserverpb__member_update_request),

@@ -19,6 +19,7 @@
 #include "base.h"
 #include "errors.h"
 #include "kv.h"
+#include "lease_service.h"
 #include "wal.h"
 
 #include <inttypes.h>
@@ -102,12 +103,6 @@ static void waiter_finish(waiter *w) {
 
 /* ---------------------------------------------------------------- apply */
 
-static bool no_leases(void *arg, int64_t id) {
-  (void)arg;
-  (void)id;
-  return false; /* the lease service does not exist yet */
-}
-
 static void fatal_store(const char *what, int rc) {
   log_fatal("store failure while %s: %s; stopping rather than diverge from the log", what, mvcc_strerror(rc));
 }
@@ -124,7 +119,7 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
      * bug or a version mismatch, and skipping the entry would diverge. */
     log_fatal("cannot decode log entry %" PRIu64 " (%zu bytes)", e->index, e->len);
   }
-  kv_exec x = {.mem = p->mem, .copy = true, .lease_exists = no_leases};
+  kv_exec x = {.mem = p->mem, .copy = true, .lease_exists = lease_service_exists, .lease_arg = n};
   const rpc_error *err = NULL;
   ProtobufCMessage *resp = NULL;
   Etcdserverpb__ResponseHeader **hdr = NULL;
@@ -163,6 +158,11 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
       }
       break;
     }
+    case SYNODPB__REQUEST__OP_LEASE_GRANT:
+    case SYNODPB__REQUEST__OP_LEASE_REVOKE:
+    case SYNODPB__REQUEST__OP_LEASE_CHECKPOINT:
+      err = lease_service_apply(n, p->mem, w, req, &resp, &hdr);
+      break;
     default:
       err = &ERR_NOT_SUPPORTED_YET;
       break;

@@ -4,6 +4,7 @@
 
 #include "base.h"
 #include "compactor.h"
+#include "lease_service.h"
 #include "node.h"
 #include "pipeline.h"
 #include "services.h"
@@ -46,6 +47,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   k += maintenance_service_methods(n, table + k);
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
+  k += lease_service_methods(n, table + k);
   k += pending_service_methods(n, table + k);
   *count = k;
   return table;
@@ -287,17 +289,23 @@ int synod_main(int argc, char **argv, char **envp) {
     return 1;
   }
   rpc_global_init();
-  if (load_or_create_identity(n, err, sizeof err) < 0 || pipeline_open(n, wal_dir, &n->pipe, err, sizeof err) < 0) {
+  /* Leases load before the log replays: replay applies lease entries. */
+  if (load_or_create_identity(n, err, sizeof err) < 0 || lease_service_open(n, err, sizeof err) < 0 ||
+      pipeline_open(n, wal_dir, &n->pipe, err, sizeof err) < 0) {
     fprintf(stderr, "synod: %s\n", err);
+    lease_service_free(n);
     mvcc_close(n->store);
     rpc_global_shutdown();
     config_free(&n->cfg);
     free(n);
     return 1;
   }
+  lease_service_start(n);
   if (start_rpc(n, err, sizeof err) < 0) {
     fprintf(stderr, "synod: %s\n", err);
+    lease_service_stop(n);
     pipeline_close(n->pipe);
+    lease_service_free(n);
     mvcc_close(n->store);
     rpc_global_shutdown();
     config_free(&n->cfg);
@@ -312,12 +320,15 @@ int synod_main(int argc, char **argv, char **envp) {
   sigwait(&sigs, &sig);
   log_info("received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
 
-  /* Stop intake, let the pipeline answer everything it holds, wait for
-   * gRPC to release every call, then make the store durable. */
+  /* Stop intake, stop the lease clock, let the pipeline answer everything
+   * it holds, wait for gRPC to release every call, then make the store
+   * durable. */
   rpc_server_shutdown(n->rpc);
   compactor_stop(n->compactor);
+  lease_service_stop(n); /* no more expiry proposals */
   pipeline_close(n->pipe);
   rpc_server_free(n->rpc);
+  lease_service_free(n); /* keep-alive streams used it until rpc_server_free */
   mvcc_close(n->store);
   rpc_global_shutdown();
   config_free(&n->cfg);

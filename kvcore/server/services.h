@@ -11,6 +11,7 @@ size_t kv_service_methods(node *n, rpc_method *out);
 size_t maintenance_service_methods(node *n, rpc_method *out);
 size_t cluster_service_methods(node *n, rpc_method *out);
 size_t health_service_methods(node *n, rpc_method *out);
+size_t lease_service_methods(node *n, rpc_method *out);
 /* Every other etcd method answers "not supported yet" (never "unknown"). */
 size_t pending_service_methods(node *n, rpc_method *out);
 
