@@ -37,8 +37,12 @@ static bool worth_checkpointing(const lease_table *t, const lease_rec *r) {
          (left == t->opt.checkpoint_interval_ms / 1000 && t->opt.checkpoint_interval_ms % 1000);
 }
 
-void clock_schedule_checkpoint(lease_table *t, const lease_rec *r, int64_t now_ns) {
-  if (worth_checkpointing(t, r)) cp_push(t, after(now_ns, t->opt.checkpoint_interval_ms * 1000000), r->id);
+void clock_schedule_checkpoint(lease_table *t, lease_rec *r, int64_t now_ns) {
+  /* One live entry per lease, or applied checkpoints and clearings would
+   * each fork the schedule and multiply the checkpoints. */
+  if ((r->flags & CP_SCHEDULED) || !worth_checkpointing(t, r)) return;
+  r->flags |= CP_SCHEDULED;
+  cp_push(t, after(now_ns, t->opt.checkpoint_interval_ms * 1000000), r->id);
 }
 
 void clock_track(lease_table *t, lease_rec *r, int64_t now_ns) {
@@ -248,7 +252,10 @@ static int64_t tick_checkpoints(lease_table *t, int64_t now_ns, lease_due *due) 
     }
     cp_item it = cp_pop(t);
     lease_rec *r = table_find(t, it.id);
-    if (!r || r->deadline <= now_ns) continue; /* revoked, or expiring anyway */
+    /* Not scheduled: an entry of a revoked lease whose ID came back. */
+    if (!r || !(r->flags & CP_SCHEDULED)) continue;
+    r->flags &= ~(uint32_t)CP_SCHEDULED;
+    if (r->deadline <= now_ns) continue; /* expiring anyway */
     int64_t left = (r->deadline - now_ns + NS_PER_S - 1) / NS_PER_S;
     if (left >= r->ttl) {
       /* Just renewed: nothing worth recording. etcd stops checkpointing

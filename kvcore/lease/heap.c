@@ -8,9 +8,9 @@
  * O(1) on the keep-alive path. Entries know their lease's slot and each
  * lease knows its entry's position, so a revocation removes in O(log n).
  *
- * The checkpoint schedule holds (due time, lease ID) pairs, at most one per
- * lease in practice; entries of revoked leases are dropped when they come
- * up, which is cheaper than finding them. */
+ * The checkpoint schedule holds (due time, lease ID) pairs, one live entry
+ * per lease (CP_SCHEDULED); entries of revoked leases are dropped when they
+ * come up, which is cheaper than finding them. */
 #include <stdlib.h>
 
 #include "lease_int.h"

@@ -20,7 +20,10 @@
 #define FOREVER INT64_MAX /* the deadline of a lease nobody tracks */
 #define NO_POS UINT32_MAX
 
-enum { CLEAR_PENDING = 1 }; /* a checkpoint clearing remaining_ttl is queued */
+enum {
+  CLEAR_PENDING = 1, /* a checkpoint clearing remaining_ttl is queued */
+  CP_SCHEDULED = 2,  /* the checkpoint schedule holds this lease's one live entry */
+};
 
 typedef struct {
   int64_t id;        /* 0: free slot */
@@ -91,7 +94,7 @@ void cp_rebuild(lease_table *t, int64_t now_ns); /* every lease worth checkpoint
 /* clock.c (callers hold mu) */
 int64_t rec_remaining_ttl(const lease_rec *r); /* checkpointed, else granted */
 void clock_track(lease_table *t, lease_rec *r, int64_t now_ns); /* a new lease on the primary */
-void clock_schedule_checkpoint(lease_table *t, const lease_rec *r, int64_t now_ns);
+void clock_schedule_checkpoint(lease_table *t, lease_rec *r, int64_t now_ns);
 /* Remembers that work is due at `when`; returns true if the caller must
  * wake the clock thread (after unlocking). */
 bool clock_due_at(lease_table *t, int64_t when);
