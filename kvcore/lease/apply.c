@@ -89,11 +89,8 @@ int lease_apply_grant(lease_table *t, mvcc_txn *w, int64_t id, int64_t ttl, int6
   pthread_mutex_lock(&t->mu);
   lease_rec *r = table_insert(t, id);
   r->ttl = ttl;
-  bool wake = false;
-  if (t->primary) {
-    clock_track(t, r, now_ns);
-    wake = clock_due_at(t, r->deadline);
-  }
+  if (t->primary) clock_track(t, r, now_ns);
+  bool wake = clock_take_wake(t);
   pthread_mutex_unlock(&t->mu);
   if (wake) clock_wake(t);
   return LEASE_OK;
@@ -155,7 +152,9 @@ int lease_apply_checkpoints(lease_table *t, mvcc_txn *w, const lease_checkpoint 
       record_encode(val, r->ttl, remaining);
       if (t->primary) clock_schedule_checkpoint(t, r, now_ns);
     }
+    bool wake = clock_take_wake(t);
     pthread_mutex_unlock(&t->mu);
+    if (wake) clock_wake(t);
     if (!r) continue; /* revoked meanwhile: etcd skips it too */
     record_key(key, cps[i].id);
     int rc = mvcc_aux_put(w, MVCC_AUX_LEASES, key, sizeof key, val, sizeof val);

@@ -42,19 +42,28 @@ void clock_schedule_checkpoint(lease_table *t, lease_rec *r, int64_t now_ns) {
    * each fork the schedule and multiply the checkpoints. */
   if ((r->flags & CP_SCHEDULED) || !worth_checkpointing(t, r)) return;
   r->flags |= CP_SCHEDULED;
-  cp_push(t, after(now_ns, t->opt.checkpoint_interval_ms * 1000000), r->id);
+  int64_t due = after(now_ns, t->opt.checkpoint_interval_ms * 1000000);
+  cp_push(t, due, r->id);
+  clock_due_at(t, due);
 }
 
 void clock_track(lease_table *t, lease_rec *r, int64_t now_ns) {
   r->deadline = after(now_ns, secs_ns(rec_remaining_ttl(r)));
   heap_push(t, table_slot(t, r), r->deadline);
+  clock_due_at(t, r->deadline);
   clock_schedule_checkpoint(t, r, now_ns);
 }
 
-bool clock_due_at(lease_table *t, int64_t when) {
-  if (when >= t->planned_ns) return false;
+void clock_due_at(lease_table *t, int64_t when) {
+  if (when >= t->planned_ns) return;
   t->planned_ns = when;
-  return t->waker != NULL;
+  t->wake = t->waker != NULL;
+}
+
+bool clock_take_wake(lease_table *t) {
+  bool w = t->wake;
+  t->wake = false;
+  return w;
 }
 
 void clock_wake(lease_table *t) {
@@ -125,7 +134,8 @@ void lease_promote(lease_table *t, int64_t extend_ns, int64_t now_ns) {
   t->cp_tokens = t->opt.checkpoint_rate / 2.0;
   t->tokens_at = now_ns;
   t->planned_ns = FOREVER;
-  bool wake = clock_due_at(t, now_ns);
+  clock_due_at(t, now_ns);
+  bool wake = clock_take_wake(t);
   pthread_mutex_unlock(&t->mu);
   if (wake) clock_wake(t);
 }
@@ -144,6 +154,7 @@ void lease_demote(lease_table *t) {
   t->cps_len = 0;
   t->clears_len = 0;
   t->planned_ns = FOREVER;
+  t->wake = false;
   pthread_mutex_unlock(&t->mu);
 }
 
@@ -152,7 +163,6 @@ void lease_demote(lease_table *t) {
 int lease_renew(lease_table *t, int64_t id, int64_t now_ns, int64_t *ttl) {
   pthread_mutex_lock(&t->mu);
   int rc = LEASE_OK;
-  bool wake = false;
   lease_rec *r = t->primary ? table_find(t, id) : NULL;
   if (!t->primary) {
     rc = LEASE_ENOTPRIMARY;
@@ -174,10 +184,11 @@ int lease_renew(lease_table *t, int64_t id, int64_t now_ns, int64_t *ttl) {
         t->clears = xrealloc(t->clears, t->clears_cap * sizeof *t->clears);
       }
       t->clears[t->clears_len++] = id;
-      wake = clock_due_at(t, now_ns);
+      clock_due_at(t, now_ns);
     }
     *ttl = r->ttl;
   }
+  bool wake = clock_take_wake(t);
   pthread_mutex_unlock(&t->mu);
   if (wake) clock_wake(t);
   return rc;
@@ -285,5 +296,6 @@ void lease_tick(lease_table *t, int64_t now_ns, lease_due *due) {
     due->next_ns = min64(tick_expiries(t, now_ns, due), tick_checkpoints(t, now_ns, due));
   }
   t->planned_ns = due->next_ns;
+  t->wake = false; /* the caller is awake and plans for next_ns */
   pthread_mutex_unlock(&t->mu);
 }

@@ -70,6 +70,7 @@ struct lease_table {
   double revoke_tokens, cp_tokens;
   int64_t tokens_at;
   int64_t planned_ns; /* next_ns of the last tick: earlier work wakes the caller */
+  bool wake;          /* work came due before planned_ns: call the waker */
 
   void (*waker)(void *);
   void *waker_arg;
@@ -95,9 +96,11 @@ void cp_rebuild(lease_table *t, int64_t now_ns); /* every lease worth checkpoint
 int64_t rec_remaining_ttl(const lease_rec *r); /* checkpointed, else granted */
 void clock_track(lease_table *t, lease_rec *r, int64_t now_ns); /* a new lease on the primary */
 void clock_schedule_checkpoint(lease_table *t, lease_rec *r, int64_t now_ns);
-/* Remembers that work is due at `when`; returns true if the caller must
- * wake the clock thread (after unlocking). */
-bool clock_due_at(lease_table *t, int64_t when);
+/* Notes that work is due at `when`. If that is sooner than the clock
+ * thread planned, the caller wakes it after unlocking:
+ *   bool w = clock_take_wake(t); unlock; if (w) clock_wake(t); */
+void clock_due_at(lease_table *t, int64_t when);
+bool clock_take_wake(lease_table *t);
 void clock_wake(lease_table *t);
 
 #endif

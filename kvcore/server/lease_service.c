@@ -142,8 +142,8 @@ static int collect_key(void *arg, const mvcc_kv *kv) {
     l->keys = keys;
     l->cap = cap;
   }
-  /* Points into the snapshot, which stays open until the reply is packed. */
-  l->keys[l->n++] = (ProtobufCBinaryData){.len = kv->key_len, .data = (uint8_t *)kv->key};
+  /* Copied: mvcc_lease_keys shows each key from a buffer it reuses. */
+  l->keys[l->n++] = (ProtobufCBinaryData){.len = kv->key_len, .data = arena_memdup(l->a, kv->key, kv->key_len)};
   return 0;
 }
 

@@ -729,6 +729,21 @@ static void test_waker(void) {
   REQUIRE(grant(&f, 4, 0, T0 + S / 2) == LEASE_OK);
   CHECK_INT(wakes, ==, 3);
   fx_close(&f);
+
+  /* an applied checkpoint schedules the next one sooner than the tick
+   * planned (it had nothing but a far expiry left) */
+  f = fx_open(opts());
+  lease_set_waker(f.t, count_wake, NULL);
+  lease_promote(f.t, 0, T0);
+  REQUIRE(grant(&f, 1, 100, T0) == LEASE_OK);
+  lease_due *d = tick(&b, f.t, T0 + S);
+  REQUIRE(d->n_checkpoints == 1);
+  CHECK_INT(d->next_ns, ==, T0 + 100 * S);
+  wakes = 0;
+  REQUIRE(checkpoint(&f, 1, d->checkpoints[0].remaining_ttl, T0 + S) == LEASE_OK);
+  CHECK_INT(wakes, ==, 1);
+  CHECK_INT(tick(&b, f.t, T0 + 2 * S)->n_checkpoints, ==, 1);
+  fx_close(&f);
 }
 
 static void test_memory_per_lease(void) {
