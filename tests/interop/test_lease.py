@@ -291,9 +291,12 @@ class Checkpoint(LeaseTest):
     def setUp(self):
         if TARGET != "synod":
             self.skipTest("needs SYNOD_LEASE_CHECKPOINT_INTERVAL_MS")
-        # Synod's test knob shortens etcd's 5-minute checkpoint interval.
+        # Synod's test knob shortens etcd's 5-minute checkpoint interval. Synod
+        # always checkpoints; etcd's flags that ask for it are accepted.
         self.workdir = tempfile.mkdtemp(prefix="synod-it-")
-        self.m = Member(self.workdir, env={"SYNOD_LEASE_CHECKPOINT_INTERVAL_MS": "1000"}).start()
+        self.m = Member(self.workdir, env={"SYNOD_LEASE_CHECKPOINT_INTERVAL_MS": "1000"},
+                        extra=["--experimental-enable-lease-checkpoint",
+                               "--experimental-enable-lease-checkpoint-persist"]).start()
 
     def test_remaining_ttl_survives_restart(self):
         lid, ttl = self.grant(30)
