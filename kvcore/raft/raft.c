@@ -341,6 +341,8 @@ int raft_step(raft *r, const raft_msg *m) {
   }
   if (m->term == 0) return 0;
 
+  /* Election timer to keep if we end up refusing a vote (see below). */
+  uint32_t keep_elapsed = r->role == RAFT_LEADER ? 0 : r->election_elapsed;
   if (m->term > r->term) {
     bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
     if (vote_req && !m->transfer && in_lease(r)) return 0;
@@ -369,6 +371,11 @@ int raft_step(raft *r, const raft_msg *m) {
 
   if (m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE) {
     step_vote(r, m);
+    /* A follower restarts its election timer only for a leader or a vote
+     * it grants (Raft figure 2), not for every higher term it sees: else a
+     * node with a stale log and a fast clock keeps resetting everyone with
+     * vote requests nobody grants, and no election ever completes. */
+    if (m->type == RAFT_MSG_VOTE && r->vote != m->from) r->election_elapsed = keep_elapsed;
   } else if (r->role == RAFT_LEADER) {
     raft_step_leader_progress(r, m);
   } else if (r->role == RAFT_FOLLOWER) {

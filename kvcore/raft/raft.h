@@ -268,8 +268,10 @@ typedef struct {
   const raft_storage *storage;   /* borrowed; outlives the node */
   uint32_t election_tick;        /* T: followers campaign after [T, 2T) quiet ticks */
   uint32_t heartbeat_tick;       /* < election_tick */
-  uint64_t applied;              /* index the caller's state already has (0: the
-                                    snapshot's); entries after it are handed out */
+  uint64_t applied;              /* index the caller's state already has; entries
+                                    after it are handed out as committed (never
+                                    below first_index-1: compacted entries are
+                                    in the caller's snapshot) */
   uint64_t max_msg_bytes;        /* entry data per APP message (0: 1 MiB) */
   uint32_t max_inflight_msgs;    /* APP messages in flight per follower (0: 256) */
   uint64_t max_committed_bytes;  /* entry data per ready's committed list (0: 64 MiB) */
@@ -386,13 +388,16 @@ typedef struct {
   uint64_t lead, term, vote, commit, applied;
   uint64_t first_index, last_index;
   uint64_t lead_transferee;      /* leader: transfer target, 0 if none */
-  raft_conf_state conf;          /* membership in force (newest in the log) */
-  raft_conf_state applied_conf;  /* membership as of applied: for snapshots */
-  uint32_t n_peers;              /* leader only: replication to each member */
-  raft_peer_status peers[RAFT_MAX_NODES];
 } raft_status;
 
 void raft_status_get(const raft *r, raft_status *st);
+/* Leader only: replication progress of each member (voters and learners),
+ * e.g. to check that a learner is in sync before promoting it. Returns how
+ * many were written; 0 on a non-leader. */
+uint32_t raft_progress_get(const raft *r, raft_peer_status out[RAFT_MAX_NODES]);
+/* Membership in force (the newest in the log) and as of the applied index
+ * (what a snapshot taken now must record). Either may be NULL. */
+void raft_conf_get(const raft *r, raft_conf_state *current, raft_conf_state *applied);
 uint64_t raft_id(const raft *r);
 uint64_t raft_lead(const raft *r);
 raft_role raft_get_role(const raft *r);

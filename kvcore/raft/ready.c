@@ -237,7 +237,6 @@ int raft_advance(raft *r) {
 
 void raft_status_get(const raft *cr, raft_status *st) {
   raft *r = (raft *)cr; /* log reads go through the storage interface */
-  memset(st, 0, sizeof *st);
   st->id = r->id;
   st->role = r->role;
   st->lead = r->lead;
@@ -248,13 +247,14 @@ void raft_status_get(const raft *cr, raft_status *st) {
   st->first_index = log_first_index(&r->log);
   st->last_index = log_last_index(&r->log);
   st->lead_transferee = r->lead_transferee;
-  st->conf = *conf_log_current(&r->conf);
-  st->applied_conf = r->applied_conf;
-  if (r->role != RAFT_LEADER) return;
-  st->n_peers = r->n_prs;
+}
+
+uint32_t raft_progress_get(const raft *r, raft_peer_status out[RAFT_MAX_NODES]) {
+  if (r->role != RAFT_LEADER) return 0;
   for (uint32_t i = 0; i < r->n_prs; i++) {
     const raft_progress *pr = &r->prs[i];
-    raft_peer_status *p = &st->peers[i];
+    raft_peer_status *p = &out[i];
+    memset(p, 0, sizeof *p);
     p->id = pr->id;
     p->match = pr->match;
     p->next = pr->next;
@@ -263,4 +263,10 @@ void raft_status_get(const raft *cr, raft_status *st) {
     p->recent_active = pr->recent_active;
     p->inflight = (uint32_t)pr->ifl.count;
   }
+  return r->n_prs;
+}
+
+void raft_conf_get(const raft *r, raft_conf_state *current, raft_conf_state *applied) {
+  if (current) *current = *conf_log_current(&r->conf);
+  if (applied) *applied = r->applied_conf;
 }

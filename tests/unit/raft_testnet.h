@@ -265,12 +265,6 @@ static inline void tn_tick_all(tn_net *nt, int n) {
   }
 }
 
-static inline raft_status tn_status(tn_net *nt, uint64_t id) {
-  raft_status st;
-  raft_status_get(nt->nodes[id].r, &st);
-  return st;
-}
-
 static inline raft_role tn_role(tn_net *nt, uint64_t id) { return raft_get_role(nt->nodes[id].r); }
 
 static inline void tn_elect(tn_net *nt, uint64_t id) {

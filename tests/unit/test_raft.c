@@ -22,6 +22,36 @@ typedef struct {
   uint64_t committed_hi;
 } solo;
 
+/* Status plus membership, for checks. */
+typedef struct {
+  raft_role role;
+  uint64_t lead, term, vote, commit, applied, first_index, last_index, lead_transferee;
+  raft_conf_state conf, applied_conf;
+  uint32_t n_peers;
+  raft_peer_status peers[RAFT_MAX_NODES];
+} full_status;
+
+static full_status full_of(raft *r) {
+  full_status f;
+  memset(&f, 0, sizeof f);
+  raft_status st;
+  raft_status_get(r, &st);
+  f.role = st.role;
+  f.lead = st.lead;
+  f.term = st.term;
+  f.vote = st.vote;
+  f.commit = st.commit;
+  f.applied = st.applied;
+  f.first_index = st.first_index;
+  f.last_index = st.last_index;
+  f.lead_transferee = st.lead_transferee;
+  raft_conf_get(r, &f.conf, &f.applied_conf);
+  f.n_peers = raft_progress_get(r, f.peers);
+  return f;
+}
+
+#define tn_status(nt, id) full_of((nt)->nodes[id].r)
+
 static raft_status tn_status_of(raft *r) {
   raft_status st;
   raft_status_get(r, &st);
@@ -161,7 +191,7 @@ static void test_election_basic(void) {
   tn_elect(&nt, 1);
   CHECK_INT(tn_role(&nt, 1), ==, RAFT_LEADER);
   for (uint64_t i = 1; i <= 3; i++) {
-    raft_status st = tn_status(&nt, i);
+    full_status st = tn_status(&nt, i);
     CHECK_INT(st.term, ==, 2); /* the founding log is term 1 */
     CHECK_INT(st.lead, ==, 1);
     /* The leader's empty entry of its term is committed everywhere. */
@@ -499,7 +529,7 @@ static void test_flow_control_inflight_limit(void) {
     apps += solo_count(&s, RAFT_MSG_APP);
   }
   CHECK_INT(apps, ==, 256);
-  raft_status st = tn_status_of(s.r);
+  full_status st = full_of(s.r);
   CHECK_INT(st.peers[1].inflight, ==, 256);
   /* Acknowledge the first ten: ten more slots, and the backlog flows. */
   solo_step(&s, (raft_msg){.type = RAFT_MSG_APP_RESP, .from = 2, .term = 1, .index = 11});
@@ -599,7 +629,7 @@ static void test_prevote_prevents_term_inflation(void) {
     tn_elect(&nt, 1);
     tn_isolate(&nt, 3);
     tn_tick(&nt, 3, 50); /* times out repeatedly */
-    raft_status st = tn_status(&nt, 3);
+    full_status st = tn_status(&nt, 3);
     if (pv) {
       CHECK_INT(st.term, ==, 2);
       CHECK_INT(st.role, ==, RAFT_PRE_CANDIDATE);
@@ -844,7 +874,7 @@ static void test_conf_change_learner_lifecycle(void) {
   tn_propose(&nt, 1, "before");
   tn_add_empty(&nt, 4, NULL);
   CHECK_INT(tn_conf(&nt, 1, RAFT_CC_ADD_LEARNER, 4), ==, 0);
-  raft_status st = tn_status(&nt, 1);
+  full_status st = tn_status(&nt, 1);
   CHECK_INT(st.conf.n_voters, ==, 3);
   CHECK_INT(st.conf.n_learners, ==, 1);
   /* The learner gets the log. */
@@ -890,7 +920,7 @@ static void test_conf_change_learner_lifecycle(void) {
   for (size_t i = 0; i < nt.nodes[1].n_applied; i++)
     ccs += nt.nodes[1].applied[i].type == RAFT_ENTRY_CONF_CHANGE;
   CHECK_INT(ccs, ==, nt.boot + 3);
-  raft_status st1 = tn_status(&nt, 1);
+  full_status st1 = tn_status(&nt, 1);
   CHECK(conf_equal_pub(&st1.applied_conf, &st.conf));
   tn_free(&nt);
 }
@@ -932,7 +962,7 @@ static void test_conf_change_effective_on_append(void) {
   tn_isolate(&nt, 4);
   tn_isolate(&nt, 3);
   CHECK_INT(tn_conf(&nt, 1, RAFT_CC_ADD_VOTER, 4), ==, 0);
-  raft_status st = tn_status(&nt, 1);
+  full_status st = tn_status(&nt, 1);
   CHECK_INT(st.conf.n_voters, ==, 4);
   /* Only 1 and 2 hold it: 2 of 4 is no quorum. */
   CHECK_INT(st.commit, <, st.last_index);
@@ -959,7 +989,7 @@ static void test_conf_change_truncated_reverts(void) {
                          .len = (uint32_t)b.len}};
   solo_step(&s, (raft_msg){.type = RAFT_MSG_APP, .from = 1, .term = 1, .entries = ents,
                            .n_entries = 2, .commit = 1});
-  raft_status st = tn_status_of(s.r);
+  full_status st = full_of(s.r);
   CHECK_INT(st.last_index, ==, 2);
   CHECK_INT(st.conf.n_learners, ==, 1); /* in force as soon as appended */
   CHECK_INT(st.applied_conf.n_learners, ==, 0);
@@ -967,7 +997,7 @@ static void test_conf_change_truncated_reverts(void) {
   raft_entry repl = {.index = 2, .term = 2};
   solo_step(&s, (raft_msg){.type = RAFT_MSG_APP, .from = 3, .term = 2, .index = 1, .log_term = 1,
                            .entries = &repl, .n_entries = 1, .commit = 2});
-  st = tn_status_of(s.r);
+  st = full_of(s.r);
   CHECK_INT(st.last_index, ==, 2);
   CHECK_INT(st.commit, ==, 2);
   CHECK_INT(st.conf.n_learners, ==, 0);
@@ -982,7 +1012,7 @@ static void test_removed_leader_steps_down(void) {
   tn_elect(&nt, 1);
   CHECK_INT(tn_conf(&nt, 1, RAFT_CC_REMOVE, 1), ==, 0);
   CHECK_INT(tn_role(&nt, 1), ==, RAFT_FOLLOWER);
-  raft_status st = tn_status(&nt, 2);
+  full_status st = tn_status(&nt, 2);
   CHECK_INT(st.conf.n_voters, ==, 2);
   CHECK(!conf_has(&st.conf, 1));
   CHECK_INT(raft_propose(nt.nodes[1].r, "x", 1), ==, RAFT_EPROPOSAL_DROPPED);
@@ -1099,7 +1129,7 @@ static void test_transfer_times_out(void) {
 /* ---------------------------------------------------------------- snapshots */
 
 static void snapshot_and_compact(tn_net *nt, uint64_t id, const char *data) {
-  raft_status st = tn_status(nt, id);
+  full_status st = tn_status(nt, id);
   CHECK_INT(raft_memstorage_create_snapshot(nt->nodes[id].ms, st.applied, &st.applied_conf, data,
                                             strlen(data)),
             ==, 0);
@@ -1116,7 +1146,7 @@ static void test_snapshot_sent_to_lagging_follower(void) {
   tn_heal(&nt);
   tn_tick(&nt, 1, 3);
   CHECK(nt.delivered[RAFT_MSG_SNAP] >= 1);
-  raft_status st = tn_status(&nt, 3);
+  full_status st = tn_status(&nt, 3);
   CHECK_INT(st.commit, ==, nt.boot + 21);
   CHECK_INT(st.applied, ==, nt.boot + 21);
   CHECK_INT(st.first_index, ==, nt.boot + 22);
@@ -1174,9 +1204,9 @@ static void test_restart_keeps_term_vote_log(void) {
   tn_elect(&nt, 2);
   tn_propose(&nt, 2, "p1");
   tn_propose(&nt, 2, "p2");
-  raft_status before = tn_status(&nt, 3);
+  full_status before = tn_status(&nt, 3);
   tn_restart(&nt, 3);
-  raft_status after = tn_status(&nt, 3);
+  full_status after = tn_status(&nt, 3);
   CHECK_INT(after.term, ==, before.term);
   CHECK_INT(after.vote, ==, 2);
   CHECK_INT(after.last_index, ==, before.last_index);
@@ -1211,7 +1241,7 @@ static void test_restart_with_applied_index(void) {
   tn_pump(&nt);
   CHECK_INT(nt.nodes[2].n_applied, ==, 1);
   CHECK_STR(tn_last_data(&nt, 2), "b");
-  raft_status st = tn_status(&nt, 2);
+  full_status st = tn_status(&nt, 2);
   CHECK_INT(st.conf.n_learners, ==, 1);
   CHECK_INT(st.applied_conf.n_learners, ==, 1);
   tn_free(&nt);
