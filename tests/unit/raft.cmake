@@ -7,7 +7,7 @@ synod_unit_test(test_raft_codec SOURCES unit/test_raft_codec.c LIBS synod_raft)
 # in the release build), fewer under the sanitizers. `raft_sim --long` runs
 # 100000 for manual use; `raft_sim --seed S --verbose` replays one.
 if(SYNOD_SANITIZE)
-  set(raft_sim_seeds 400)
+  set(raft_sim_seeds 1000)
 else()
   set(raft_sim_seeds 20000)
 endif()

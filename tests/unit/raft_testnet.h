@@ -184,7 +184,7 @@ static inline bool tn_cycle(tn_net *nt, uint64_t id) {
     a->term = e->term;
     a->type = e->type;
     a->len = e->len;
-    memcpy(a->data, e->data, e->len < sizeof a->data ? e->len : sizeof a->data);
+    if (e->len) memcpy(a->data, e->data, e->len < sizeof a->data ? e->len : sizeof a->data);
   }
   for (size_t i = 0; i < rd.n_read_states && nd->n_reads < 64; i++) {
     nd->reads[nd->n_reads] = rd.read_states[i].index;
