@@ -216,6 +216,7 @@ static void tick_heartbeat(raft *r) {
 
 void raft_tick(raft *r) {
   if (r->fatal) return;
+  RAFT_ENTER(r);
   r->ticks++;
   if (r->role == RAFT_LEADER) {
     tick_heartbeat(r);
@@ -331,6 +332,7 @@ static int finish(raft *r) {
 
 int raft_step(raft *r, const raft_msg *m) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   if (m->to != r->id || m->from == RAFT_NONE || m->from == r->id || m->type == 0 ||
       m->type > RAFT_MSG_TRANSFER_LEADER)
     return 0;
@@ -424,6 +426,7 @@ int raft_leader_propose(raft *r, const raft_entry *ents, size_t n) {
 
 static int propose(raft *r, uint8_t type, const void *data, size_t len) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   if (len > UINT32_MAX) return RAFT_EINVAL;
   raft_entry e = {.type = type, .data = (uint8_t *)data, .len = (uint32_t)len};
   if (r->role == RAFT_LEADER) {
@@ -452,6 +455,7 @@ int raft_propose_conf_change(raft *r, const raft_conf_change *cc) {
 
 int raft_read_index(raft *r, const void *ctx, size_t len) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   if (r->role == RAFT_LEADER) {
     raft_read_request(r, RAFT_NONE, ctx, len);
     return 0;
@@ -464,6 +468,7 @@ int raft_read_index(raft *r, const void *ctx, size_t len) {
 
 int raft_transfer_leader(raft *r, uint64_t to) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   if (to == RAFT_NONE) return RAFT_EINVAL;
   if (r->role == RAFT_LEADER) return raft_leader_transfer(r, to);
   if (r->role != RAFT_FOLLOWER || r->lead == RAFT_NONE) return RAFT_EPROPOSAL_DROPPED;
@@ -474,6 +479,7 @@ int raft_transfer_leader(raft *r, uint64_t to) {
 
 int raft_campaign(raft *r) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   raft_hup(r, false);
   return finish(r);
 }

@@ -328,7 +328,12 @@ struct raft {
   size_t rd_n_committed;
 
   int fatal;                 /* sticky error: the node is unusable */
+  bool flushed;              /* nothing happened since the last flush */
 };
+
+/* Every public entry point that can change state starts with this, so that
+ * raft_get_ready() right after raft_has_ready() does not flush twice. */
+#define RAFT_ENTER(r) ((r)->flushed = false)
 
 /* raft.c */
 void raft_become_follower(raft *r, uint64_t term, uint64_t lead);

@@ -193,6 +193,7 @@ int raft_get_ready(raft *r, raft_ready *rd) {
 
 int raft_advance(raft *r) {
   if (r->fatal) return r->fatal;
+  RAFT_ENTER(r);
   if (!r->ready_out) return RAFT_EINVAL;
   r->ready_out = false;
 

@@ -172,6 +172,8 @@ void raft_bcast_heartbeat(raft *r) {
  * proposals and acknowledgements of a whole batch cost one append per
  * follower rather than one each. */
 void raft_flush(raft *r) {
+  if (r->flushed) return;
+  r->flushed = true;
   if (r->role != RAFT_LEADER) return;
   for (uint32_t i = 0; i < r->n_prs; i++) {
     raft_progress *pr = &r->prs[i];
@@ -184,22 +186,20 @@ void raft_flush(raft *r) {
   if (r->round_wanted) raft_bcast_heartbeat(r);
 }
 
-static int cmp_desc(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* The highest index a quorum of voters holds durably. */
+/* The highest index a quorum of voters holds durably: the quorum-th largest
+ * match (insertion sort: a handful of voters, called on every ack). */
 static uint64_t quorum_match(raft *r) {
   const raft_conf_state *cs = conf_log_current(&r->conf);
   uint64_t m[RAFT_MAX_NODES];
   uint32_t n = 0;
   for (uint32_t i = 0; i < cs->n_voters; i++) {
     raft_progress *pr = raft_progress_of(r, cs->voters[i]);
-    m[n++] = pr ? pr->match : 0;
+    uint64_t v = pr ? pr->match : 0;
+    uint32_t j = n++;
+    for (; j > 0 && m[j - 1] < v; j--) m[j] = m[j - 1];
+    m[j] = v;
   }
   if (n == 0) return 0;
-  qsort(m, n, sizeof *m, cmp_desc);
   return m[raft_quorum_size(r) - 1];
 }
 
@@ -346,6 +346,7 @@ void raft_step_leader_progress(raft *r, const raft_msg *m) {
 }
 
 void raft_report_unreachable(raft *r, uint64_t id) {
+  RAFT_ENTER(r);
   if (r->role != RAFT_LEADER) return;
   raft_progress *pr = raft_progress_of(r, id);
   /* Pipelined appends were probably lost: fall back to probing. */
@@ -353,6 +354,7 @@ void raft_report_unreachable(raft *r, uint64_t id) {
 }
 
 void raft_report_snapshot(raft *r, uint64_t id, bool ok) {
+  RAFT_ENTER(r);
   if (r->role != RAFT_LEADER) return;
   raft_progress *pr = raft_progress_of(r, id);
   if (!pr || pr->state != RAFT_PROGRESS_SNAPSHOT) return;
