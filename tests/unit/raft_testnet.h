@@ -48,6 +48,7 @@ typedef struct {
   raft_decode_buf db;
   uint64_t delivered[16]; /* per message type */
   uint64_t sent[16];
+  uint64_t rejections;    /* APP_RESP rejections delivered */
   bool hold;              /* queue messages but do not deliver */
   uint64_t boot;          /* entries in the founding log (its last index) */
 } tn_net;
@@ -211,6 +212,7 @@ static inline bool tn_deliver_one(tn_net *nt) {
   bool drop = !nd || !nd->up || nt->cut[m.from][m.to] || nt->drop_type[m.type];
   if (!drop) {
     nt->delivered[m.type]++;
+    if (m.type == RAFT_MSG_APP_RESP && m.reject) nt->rejections++;
     raft_step(nd->r, &m);
   } else if (m.type == RAFT_MSG_SNAP && nt->nodes[m.from].up) {
     raft_report_snapshot(nt->nodes[m.from].r, m.to, false);
