@@ -65,16 +65,6 @@ bool conf_is_voter(const raft_conf_state *cs, uint64_t id) {
   return find(cs->voters, cs->n_voters, id) >= 0;
 }
 
-bool conf_is_learner(const raft_conf_state *cs, uint64_t id) {
-  return find(cs->learners, cs->n_learners, id) >= 0;
-}
-
-bool conf_equal(const raft_conf_state *a, const raft_conf_state *b) {
-  return a->n_voters == b->n_voters && a->n_learners == b->n_learners &&
-         memcmp(a->voters, b->voters, a->n_voters * sizeof *a->voters) == 0 &&
-         memcmp(a->learners, b->learners, a->n_learners * sizeof *a->learners) == 0;
-}
-
 static bool ascending(const uint64_t *ids, uint32_t n) {
   for (uint32_t i = 0; i < n; i++)
     if (ids[i] == 0 || (i && ids[i - 1] >= ids[i])) return false;
@@ -141,10 +131,6 @@ bool raft_conf_apply(raft_conf_state *cs, const raft_conf_change *cc) {
 
 const raft_conf_state *conf_log_current(const raft_conf_log *c) {
   return c->n_pending ? &c->pending[c->n_pending - 1].conf : &c->base.conf;
-}
-
-uint64_t conf_log_last_index(const raft_conf_log *c) {
-  return c->n_pending ? c->pending[c->n_pending - 1].index : c->base.index;
 }
 
 void conf_log_reset(raft_conf_log *c, uint64_t index, const raft_conf_state *cs) {

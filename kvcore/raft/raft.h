@@ -19,7 +19,8 @@
  *     2. persist rd.snapshot, rd.entries and rd.hard_state
  *                                     (fsync if rd.must_sync)
  *     3. send rd.msgs_after_persist   (only once step 2 is durable)
- *     4. apply rd.committed           (in order; install rd.snapshot first)
+ *     4. apply rd.committed           (in order; install rd.snapshot first),
+ *        answer rd.read_states once applied up to their index
  *     5. raft_advance()
  *
  * Pointers inside a raft_ready stay valid until its raft_advance(), even if

@@ -219,8 +219,6 @@ bool progress_maybe_decr_to(raft_progress *pr, uint64_t rejected, uint64_t match
 /* ---------------------------------------------------------------- membership */
 
 bool conf_is_voter(const raft_conf_state *cs, uint64_t id);
-bool conf_is_learner(const raft_conf_state *cs, uint64_t id);
-bool conf_equal(const raft_conf_state *a, const raft_conf_state *b);
 /* Strictly ascending, disjoint, non-zero, within limits. */
 bool conf_valid(const raft_conf_state *cs);
 
@@ -238,7 +236,6 @@ typedef struct {
 } raft_conf_log;
 
 const raft_conf_state *conf_log_current(const raft_conf_log *c);
-uint64_t conf_log_last_index(const raft_conf_log *c);
 void conf_log_reset(raft_conf_log *c, uint64_t index, const raft_conf_state *cs);
 void conf_log_push(raft_conf_log *c, uint64_t index, const raft_conf_state *cs);
 void conf_log_truncate(raft_conf_log *c, uint64_t from_index);

@@ -135,7 +135,8 @@ typedef struct {
   uint32_t crash_w, partition_w, conf_w, transfer_w, campaign_w, snapshot_w, read_w, propose_w;
 } params;
 
-enum { EV_TICK, EV_DELIVER, EV_PERSIST, EV_ACTION, EV_SNAP_REPORT, EV_RESTART, EV_RETIRE, EV_CRASH };
+enum { EV_TICK, EV_DELIVER, EV_PERSIST, EV_ACTION, EV_SNAP_REPORT, EV_RESTART, EV_RETIRE, EV_CRASH,
+       EV_UNREACHABLE };
 
 typedef struct {
   uint64_t time, seq;
@@ -280,6 +281,13 @@ static void send_msg(sim *s, snode *from, const raft_msg *m) {
   if (m->to > (uint64_t)s->n_slots || m->to == 0) {
     copies = 0;
     fate = " (no such node)";
+  } else if (s->cut[from->id][m->to]) {
+    /* The transport sees the broken link, and sometimes says so. */
+    copies = 0;
+    fate = " CUT";
+    if (rng_pm(&s->rng, 300))
+      schedule(s, (event){.time = s->now + 1, .kind = EV_UNREACHABLE, .node = (uint8_t)from->id,
+                          .inc = from->inc, .aux = m->to});
   } else if (!s->healed && rng_pm(&s->rng, s->p.loss_pm)) {
     copies = 0;
     fate = " LOST";
@@ -868,6 +876,12 @@ static void dispatch(sim *s, event *ev) {
   case EV_SNAP_REPORT:
     if (n->up && n->inc == ev->inc) {
       raft_report_snapshot(n->r, ev->aux, ev->from == 1);
+      node_work(s, n);
+    }
+    break;
+  case EV_UNREACHABLE:
+    if (n->up && n->inc == ev->inc) {
+      raft_report_unreachable(n->r, ev->aux);
       node_work(s, n);
     }
     break;
