@@ -10,6 +10,9 @@
 #define RAFT_NONE 0
 /* Most entries one APP message carries (bounds the scratch arrays). */
 #define RAFT_MSG_MAX_ENTRIES 4096
+/* Most committed entries one ready hands out (the byte budget alone does
+ * not bound the count of tiny entries after a long outage). */
+#define RAFT_READY_MAX_COMMITTED 65536
 /* Heartbeat rounds whose send tick the leader remembers for its lease. */
 #define RAFT_ROUND_RING 64
 

@@ -112,6 +112,7 @@ static int collect_committed(raft *r) {
   committed_range(r, &lo, &hi);
   size_t n = 0;
   uint64_t bytes = 0, budget = r->cfg.max_committed_bytes;
+  if (hi >= lo && hi - lo >= RAFT_READY_MAX_COMMITTED) hi = lo + RAFT_READY_MAX_COMMITTED - 1;
   while (lo <= hi) {
     raft_entry *ents;
     size_t k;

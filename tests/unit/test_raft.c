@@ -1291,6 +1291,35 @@ static void test_ready_busy_until_advanced(void) {
   solo_free(&s);
 }
 
+static void test_committed_entries_bounded_per_ready(void) {
+  /* After a long outage a node may restart with a huge committed backlog:
+   * it comes out in bounded readies, in order. */
+  solo s;
+  solo_init(&s, 3);
+  enum { N = 70000 };
+  for (uint64_t i = 1; i <= N; i++) {
+    raft_entry e = {.index = i, .term = 1, .data = (uint8_t *)"x", .len = 1};
+    raft_memstorage_append(s.ms, &e, 1);
+  }
+  raft_hard_state hs = {1, 0, N};
+  raft_memstorage_set_hard_state(s.ms, &hs);
+  solo_start(&s, 1, NULL);
+  raft_ready rd;
+  int rc = raft_get_ready(s.r, &rd);
+  REQUIRE(rc == 0);
+  CHECK_INT(rd.n_committed, ==, 65536);
+  CHECK_INT(rd.committed[0].index, ==, 1);
+  CHECK_INT(rd.committed[65535].index, ==, 65536);
+  raft_advance(s.r);
+  rc = raft_get_ready(s.r, &rd);
+  REQUIRE(rc == 0);
+  CHECK_INT(rd.n_committed, ==, N - 65536);
+  CHECK_INT(rd.committed[0].index, ==, 65537);
+  raft_advance(s.r);
+  CHECK(!raft_has_ready(s.r));
+  solo_free(&s);
+}
+
 int main(void) {
   RUN(test_election_basic);
   RUN(test_election_by_ticks);
@@ -1339,5 +1368,6 @@ int main(void) {
   RUN(test_restart_with_applied_index);
   RUN(test_storage_errors_are_sticky);
   RUN(test_ready_busy_until_advanced);
+  RUN(test_committed_entries_bounded_per_ready);
   return testing_done();
 }
