@@ -16,7 +16,7 @@ const char *raft_strerror(int rc) {
   case RAFT_EMALFORMED: return "malformed message";
   case RAFT_ECONF_PENDING: return "a configuration change is pending";
   case RAFT_ESTORAGE: return "storage failure";
-  case RAFT_EBUSY: return "previous ready not advanced";
+  case RAFT_EBUSY: return "busy: ready not advanced, or a leader lease holds";
   default: return "unknown error";
   }
 }
@@ -480,6 +480,12 @@ int raft_transfer_leader(raft *r, uint64_t to) {
 int raft_campaign(raft *r) {
   if (r->fatal) return r->fatal;
   RAFT_ENTER(r);
+  /* A follower that backs a leader's lease has promised not to help elect
+   * anyone for an election timeout -- itself included. (Found by the
+   * simulator: a forced campaign elected a new leader while the old one
+   * still served lease reads.) */
+  if (r->cfg.read_mode == RAFT_READ_LEASE && r->role != RAFT_LEADER && in_lease(r))
+    return RAFT_EBUSY;
   raft_hup(r, false);
   return finish(r);
 }

@@ -64,7 +64,8 @@ enum {
   RAFT_ECONF_PENDING = -7,     /* a conf change is not committed yet, or the
                                   leader has not committed in its term */
   RAFT_ESTORAGE = -8,          /* storage failed; the node is unusable */
-  RAFT_EBUSY = -9,             /* the previous ready is not advanced yet */
+  RAFT_EBUSY = -9,             /* not now: the previous ready is not advanced,
+                                  or (raft_campaign) a leader lease holds */
 };
 
 const char *raft_strerror(int rc);
@@ -311,7 +312,9 @@ int raft_read_index(raft *r, const void *ctx, size_t len);
  * tells it to campaign; gives up after election_tick ticks. Proposals are
  * dropped meanwhile. Followers forward the request to the leader. */
 int raft_transfer_leader(raft *r, uint64_t to);
-/* Starts an election now (with pre-vote if configured). */
+/* Starts an election now (with pre-vote if configured). In lease mode a
+ * follower that heard from its leader within election_tick ticks refuses
+ * with RAFT_EBUSY: its lease promise covers its own candidacy too. */
 int raft_campaign(raft *r);
 /* The transport lost contact with `id`: stop pipelining to it. */
 void raft_report_unreachable(raft *r, uint64_t id);

@@ -810,10 +810,11 @@ static void test_read_index_from_follower(void) {
 static void test_read_lease(void) {
   tn_net nt;
   tn_init_with(&nt, 3, 0, with_lease);
-  /* Just started: in lease mode nobody grants a vote for an election timeout
-   * (before a crash it may have backed a leader's lease). */
-  tn_elect(&nt, 1);
-  CHECK_INT(tn_role(&nt, 1), ==, RAFT_CANDIDATE);
+  /* Just started: in lease mode nobody grants a vote, or campaigns, for an
+   * election timeout (before a crash it may have backed a leader's lease). */
+  CHECK_INT(raft_campaign(nt.nodes[1].r), ==, RAFT_EBUSY);
+  tn_pump(&nt);
+  CHECK_INT(tn_role(&nt, 1), ==, RAFT_FOLLOWER);
   uint64_t lead = 0;
   for (int i = 0; i < 40 && !lead; i++) {
     tn_tick_all(&nt, 1);
@@ -840,6 +841,32 @@ static void test_read_lease(void) {
   raft_read_index(nt.nodes[lead].r, "n", 1);
   tn_pump(&nt);
   CHECK_INT(nt.nodes[lead].n_reads, ==, 2); /* expired: waits for a round */
+  tn_free(&nt);
+}
+
+static void test_lease_forbids_forced_campaign(void) {
+  /* A follower backing the lease may not start an election itself before
+   * its election timeout has passed without news from the leader. */
+  tn_net nt;
+  tn_init_with(&nt, 3, 0, with_lease);
+  uint64_t lead = 0;
+  for (int i = 0; i < 40 && !lead; i++) {
+    tn_tick_all(&nt, 1);
+    for (uint64_t id = 1; id <= 3; id++)
+      if (tn_role(&nt, id) == RAFT_LEADER) lead = id;
+  }
+  REQUIRE(lead != 0);
+  uint64_t f = lead == 1 ? 2 : 1;
+  CHECK_INT(raft_campaign(nt.nodes[f].r), ==, RAFT_EBUSY);
+  tn_pump(&nt);
+  CHECK_INT(tn_role(&nt, f), ==, RAFT_FOLLOWER);
+  CHECK_INT(tn_role(&nt, lead), ==, RAFT_LEADER);
+  /* Cut off from the leader for an election timeout, it may. */
+  tn_isolate(&nt, lead);
+  tn_tick(&nt, f, 10);
+  tn_pump(&nt);
+  raft_role role = tn_role(&nt, f);
+  if (role == RAFT_FOLLOWER) CHECK_INT(raft_campaign(nt.nodes[f].r), ==, 0);
   tn_free(&nt);
 }
 
@@ -1351,6 +1378,7 @@ int main(void) {
   RUN(test_read_index_waits_for_commit_in_term);
   RUN(test_read_index_from_follower);
   RUN(test_read_lease);
+  RUN(test_lease_forbids_forced_campaign);
   RUN(test_lease_requires_check_quorum);
   RUN(test_conf_apply_rules);
   RUN(test_conf_change_learner_lifecycle);
