@@ -98,6 +98,7 @@ void raft_become_leader(raft *r) {
   reset(r, r->term);
   r->role = RAFT_LEADER;
   r->lead = r->id;
+  r->since_leader = 0;
   raft_progress_rebuild(r);
   /* An empty entry of the new term: committing it commits everything before
    * it (entries of older terms never commit by counting replicas), and until
@@ -162,14 +163,15 @@ void raft_hup(raft *r, bool transfer) {
 }
 
 /* Whether this node still trusts a leader enough to refuse to help elect
- * another: with check-quorum a follower that heard from its leader within an
+ * another: with check-quorum a node that heard from a leader within an
  * election timeout refuses votes, which is what makes check-quorum and the
- * leader lease sound. In lease mode a restarted node also waits out one
- * election timeout, since it may have acknowledged a lease before the
- * crash. */
+ * leader lease sound. The clock is its own (since_leader), not the election
+ * timer or `lead`: a stray higher-term message resets both, and must not
+ * release the promise. In lease mode a restarted node also waits out one
+ * election timeout, since it may have backed a lease before the crash. */
 static bool in_lease(const raft *r) {
   if (!r->cfg.check_quorum) return false;
-  if (r->lead != RAFT_NONE && r->election_elapsed < r->cfg.election_tick) return true;
+  if (r->role == RAFT_LEADER || r->since_leader < r->cfg.election_tick) return true;
   return r->cfg.read_mode == RAFT_READ_LEASE && r->ticks < r->cfg.election_tick;
 }
 
@@ -219,6 +221,11 @@ void raft_tick(raft *r) {
   RAFT_ENTER(r);
   r->ticks++;
   if (r->role == RAFT_LEADER) {
+    r->since_leader = 0;
+  } else if (r->since_leader < UINT32_MAX) {
+    r->since_leader++;
+  }
+  if (r->role == RAFT_LEADER) {
     tick_heartbeat(r);
   } else {
     tick_election(r);
@@ -254,6 +261,8 @@ static void step_vote(raft *r, const raft_msg *m) {
 
 static void step_candidate(raft *r, const raft_msg *m) {
   uint8_t mine = r->role == RAFT_PRE_CANDIDATE ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP;
+  if (m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT || m->type == RAFT_MSG_SNAP)
+    r->since_leader = 0;
   switch (m->type) {
   case RAFT_MSG_APP:
     raft_become_follower(r, m->term, m->from);
@@ -284,6 +293,8 @@ static void step_candidate(raft *r, const raft_msg *m) {
 }
 
 static void step_follower(raft *r, const raft_msg *m) {
+  if (m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT || m->type == RAFT_MSG_SNAP)
+    r->since_leader = 0;
   switch (m->type) {
   case RAFT_MSG_APP:
     r->election_elapsed = 0;
@@ -531,6 +542,7 @@ int raft_new(const raft_config *cfg, raft **out) {
   }
   r->term = hs.term;
   r->vote = hs.vote;
+  r->since_leader = cfg->election_tick;
   raft_become_follower(r, hs.term, RAFT_NONE);
   r->prev_hs = hs;
   r->prev_role = RAFT_FOLLOWER;

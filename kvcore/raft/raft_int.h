@@ -293,6 +293,7 @@ struct raft {
 
   uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
   uint64_t ticks;            /* ticks since start: the lease clock */
+  uint32_t since_leader;     /* ticks since we last heard from a leader (or led) */
   uint64_t rng;
 
   uint64_t lead_transferee;

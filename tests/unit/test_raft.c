@@ -870,6 +870,31 @@ static void test_lease_forbids_forced_campaign(void) {
   tn_free(&nt);
 }
 
+static void test_lease_promise_survives_stray_terms(void) {
+  /* A follower backing a leader (check-quorum) that learns of a higher term
+   * from a stray message must keep refusing votes until an election timeout
+   * has passed since it heard from the leader. */
+  solo s;
+  solo_init(&s, 3);
+  solo_start(&s, 2, with_check_quorum);
+  solo_step(&s, (raft_msg){.type = RAFT_MSG_HEARTBEAT, .from = 1, .term = 5});
+  CHECK_INT(raft_lead(s.r), ==, 1);
+  /* A late rejection of some old vote request, from a node at term 9. */
+  solo_step(&s, (raft_msg){.type = RAFT_MSG_VOTE_RESP, .from = 3, .term = 9, .reject = true});
+  CHECK_INT(tn_status_of(s.r).term, ==, 9);
+  CHECK_INT(raft_lead(s.r), ==, 0);
+  solo_step(&s, (raft_msg){.type = RAFT_MSG_VOTE, .from = 3, .term = 10});
+  CHECK(solo_find(&s, RAFT_MSG_VOTE_RESP, 3) == NULL); /* ignored */
+  CHECK_INT(tn_status_of(s.r).vote, ==, 0);
+  for (int i = 0; i < 10; i++) raft_tick(s.r);
+  solo_drain(&s);
+  solo_step(&s, (raft_msg){.type = RAFT_MSG_VOTE, .from = 3, .term = 10});
+  const seen *v = solo_find(&s, RAFT_MSG_VOTE_RESP, 3);
+  REQUIRE(v);
+  CHECK(!v->reject);
+  solo_free(&s);
+}
+
 static void test_lease_requires_check_quorum(void) {
   solo s;
   solo_init(&s, 3);
@@ -1379,6 +1404,7 @@ int main(void) {
   RUN(test_read_index_from_follower);
   RUN(test_read_lease);
   RUN(test_lease_forbids_forced_campaign);
+  RUN(test_lease_promise_survives_stray_terms);
   RUN(test_lease_requires_check_quorum);
   RUN(test_conf_apply_rules);
   RUN(test_conf_change_learner_lifecycle);
