@@ -386,10 +386,7 @@ rpc_client_stream *rpc_client_stream_open(rpc_channel *ch, const char *method,
   ops[0].data.recv_status_on_client.status = &s->status;
   ops[0].data.recv_status_on_client.status_details = &s->details;
   if (!stream_batch(s, ops, 1, &s->status_tag)) {
-    /* Cannot even start: report it as closed, as promised. */
-    s->over = true;
-    if (h->on_closed) h->on_closed(h->arg, RPC_UNAVAILABLE, "cannot start call");
-    stream_unref(s);
+    stream_unref(s); /* cannot even start: no callback will run */
     return NULL;
   }
   memset(ops, 0, sizeof ops);

@@ -176,6 +176,7 @@ typedef struct {
   void *arg;
 } rpc_client_stream_handler;
 
+/* NULL if the call cannot even start (then no callback runs). */
 rpc_client_stream *rpc_client_stream_open(rpc_channel *ch, const char *method,
                                           const rpc_client_stream_handler *h);
 /* Queues a message; -1 once the stream is closed or closing. */

@@ -1,10 +1,11 @@
 /* node.h (private to kvcore/server) - one running member: its identity,
- * configuration, store, write pipeline and gRPC server. */
+ * configuration, store, Raft loop, transport, write pipeline and servers. */
 #ifndef SYNOD_SERVER_NODE_H
 #define SYNOD_SERVER_NODE_H
 
 #include "base.h"
 #include "config.h"
+#include "membership.h"
 #include "mvcc.h"
 #include "proto.h"
 #include "rpc.h"
@@ -13,6 +14,9 @@
 
 typedef struct pipeline pipeline;
 typedef struct compactor compactor;
+typedef struct reads reads;
+typedef struct transport transport;
+struct raftnode;
 
 typedef struct node {
   server_config cfg;
@@ -21,10 +25,20 @@ typedef struct node {
   _Atomic uint64_t term;
   mvcc_store *store;
   pipeline *pipe;
+  struct raftnode *rn;
+  transport *tr;
+  reads *reads;
   compactor *compactor;
-  rpc_server *rpc;
+  rpc_server *rpc;      /* clients */
+  rpc_server *peer_rpc; /* members */
+  member_cache members;
+  _Atomic bool published; /* our name and client URLs are in the member list */
+  _Atomic bool removed;   /* this member was removed from the cluster */
   int64_t started_ns;
   char member_dir[4096];
+  /* Does a lease exist? (the lease service answers; NULL: none do) */
+  bool (*lease_exists)(void *arg, int64_t id);
+  void *lease_arg;
 } node;
 
 /* Fills cluster_id, member_id and raft_term; the caller sets revision. */
@@ -36,5 +50,16 @@ arena *node_thread_arena(void);
 
 /* Registers every service's methods; returns the table. */
 const rpc_method *node_methods(node *n, size_t *count);
+const rpc_method *node_peer_methods(node *n, size_t *count);
+
+/* Called by the pipeline. */
+void node_members_changed(node *n);                 /* apply thread */
+void node_applied(node *n, uint64_t index);         /* apply thread */
+void node_read_ready(node *n, uint64_t ctx, uint64_t index);
+void node_leader_changed(node *n, uint64_t lead, uint64_t term);
+void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+
+/* True if reads may skip the ReadIndex round (sole voter and leader). */
+bool node_local_reads_ok(node *n);
 
 #endif
