@@ -4,6 +4,7 @@
 #include "kv.h"
 #include "node.h"
 #include "pipeline.h"
+#include "raftnode.h"
 #include "services.h"
 
 /* The etcd API level Synod implements; clients parse it as a version. */
@@ -38,10 +39,19 @@ static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   resp.version = ETCD_API_VERSION;
   resp.dbsize = st.db_size;
   resp.dbsizeinuse = st.db_size_in_use;
-  resp.leader = n->member_id;
-  resp.raftindex = pipeline_committed_index(n->pipe);
+  raftnode_view v;
+  raftnode_get_view(n->rn, &v);
+  resp.leader = v.st.lead;
+  resp.raftindex = v.st.commit;
   resp.raftappliedindex = pipeline_applied_index(n->pipe);
-  resp.raftterm = atomic_load(&n->term);
+  resp.raftterm = v.st.term;
+  for (uint32_t i = 0; i < v.conf.n_learners; i++)
+    if (v.conf.learners[i] == n->member_id) resp.islearner = true;
+  if (v.st.lead == 0) {
+    static char *no_leader[] = {"etcdserver: no leader"};
+    resp.errors = no_leader;
+    resp.n_errors = 1;
+  }
   rpc_reply(call, &resp.base);
   arena_reset(a);
 }

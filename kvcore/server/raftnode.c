@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +318,7 @@ static void *loop_main(void *arg) {
   int64_t tick_ns = (int64_t)rn->o.heartbeat_ms * 1000000;
   int64_t next_tick = time_mono_ns() + tick_ns;
   for (;;) {
+    while (raft_has_ready(rn->r)) handle_ready(rn);
     pthread_mutex_lock(&rn->mu);
     while (!rn->head && !rn->stop) {
       int64_t now = time_mono_ns();
@@ -456,6 +458,11 @@ int raftnode_start(const raftnode_options *o, raftnode **out, char *err, size_t 
     snprintf(err, err_len, "cannot start raft: %s", raft_strerror(r));
     goto fail;
   }
+  /* A lone voter need not wait an election timeout to lead (etcd's
+   * initial election tick advance has the same effect). */
+  raft_conf_state cs;
+  raft_conf_get(rn->r, &cs, NULL);
+  if (cs.n_voters == 1 && cs.voters[0] == o->id) raft_campaign(rn->r);
   refresh_view(rn);
   *out = rn; /* before the loop runs: its callbacks may need the pointer */
   pthread_create(&rn->thread, NULL, loop_main, rn);

@@ -11,6 +11,8 @@ size_t kv_service_methods(node *n, rpc_method *out);
 size_t maintenance_service_methods(node *n, rpc_method *out);
 size_t cluster_service_methods(node *n, rpc_method *out);
 size_t health_service_methods(node *n, rpc_method *out);
+/* Member-to-member methods beyond Raft traffic (served on the peer URLs). */
+size_t peer_service_methods(node *n, rpc_method *out);
 /* Every other etcd method answers "not supported yet" (never "unknown"). */
 size_t pending_service_methods(node *n, rpc_method *out);
 

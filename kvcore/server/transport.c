@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct peer {
@@ -158,6 +159,23 @@ void transport_set_peers(transport *t, const member_list *members) {
       p->s = NULL;
     }
   pthread_mutex_unlock(&t->mu);
+}
+
+void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg) {
+  pthread_mutex_lock(&t->mu);
+  peer *p = t->peers;
+  while (p && (p->id != to || p->gone)) p = p->next;
+  if (p && !p->ch) p->ch = rpc_channel_open(p->target, 1000);
+  rpc_channel *ch = p ? p->ch : NULL;
+  /* Channels live until the transport is freed, so the call may outlive
+   * the lock. */
+  pthread_mutex_unlock(&t->mu);
+  if (!ch) {
+    done(arg, RPC_UNAVAILABLE, "etcdserver: no leader", NULL);
+    return;
+  }
+  rpc_call_unary(ch, method, req, resp_type, timeout_ms, done, arg);
 }
 
 /* ---------------------------------------------------------------- inbound */

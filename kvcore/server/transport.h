@@ -38,6 +38,11 @@ void transport_set_peers(transport *t, const member_list *members);
 /* From the Raft loop; never blocks. */
 void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len);
 
+/* A unary call to a peer over its channel (forwarding to the leader). done
+ * runs on the client thread; RPC_UNAVAILABLE if the peer is unknown. */
+void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg);
+
 /* The Peer service's methods, for the peer-facing rpc server. */
 size_t transport_methods(transport *t, rpc_method *out);
 
