@@ -31,6 +31,7 @@ const rpc_error ERR_TOO_MANY_LEARNERS = {RPC_FAILED_PRECONDITION, "etcdserver: t
 const rpc_error ERR_NOT_LEADER = {RPC_FAILED_PRECONDITION, "etcdserver: not leader"};
 const rpc_error ERR_LEADER_CHANGED = {RPC_UNAVAILABLE, "etcdserver: leader changed"};
 const rpc_error ERR_BAD_LEADER_TRANSFEREE = {RPC_FAILED_PRECONDITION, "etcdserver: bad leader transferee"};
+const rpc_error ERR_TIMEOUT_LEADER_TRANSFER = {RPC_DEADLINE_EXCEEDED, "etcdserver: request timed out, leader transfer took too long"};
 const rpc_error ERR_AUTH_NOT_ENABLED = {RPC_FAILED_PRECONDITION, "etcdserver: authentication is not enabled"};
 const rpc_error ERR_KEY_TOO_LONG = {RPC_INVALID_ARGUMENT, "etcdserver: key is too long (Synod's limit is 511 bytes)"};
 const rpc_error ERR_INTERNAL = {RPC_INTERNAL, "etcdserver: internal error (see the server log)"};

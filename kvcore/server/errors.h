@@ -35,6 +35,7 @@ extern const rpc_error ERR_TOO_MANY_LEARNERS;
 extern const rpc_error ERR_NOT_LEADER;
 extern const rpc_error ERR_LEADER_CHANGED;
 extern const rpc_error ERR_BAD_LEADER_TRANSFEREE;
+extern const rpc_error ERR_TIMEOUT_LEADER_TRANSFER;
 extern const rpc_error ERR_AUTH_NOT_ENABLED;
 extern const rpc_error ERR_KEY_TOO_LONG;
 extern const rpc_error ERR_INTERNAL;

@@ -34,6 +34,8 @@ typedef struct node {
   member_cache members;
   _Atomic bool published; /* our name and client URLs are in the member list */
   _Atomic bool removed;   /* this member was removed from the cluster */
+  _Atomic bool stopping;  /* shutdown has begun */
+  _Atomic int background; /* helper threads still running (MoveLeader waits) */
   int64_t started_ns;
   char member_dir[4096];
   /* Does a lease exist? (the lease service answers; NULL: none do) */

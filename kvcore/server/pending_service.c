@@ -59,7 +59,6 @@ static const rpc_method pending[] = {
     U("/etcdserverpb.Lease/LeaseLeases", etcdserverpb__lease_leases_request),
     U("/etcdserverpb.Maintenance/Defragment", etcdserverpb__defragment_request),
     S("/etcdserverpb.Maintenance/Snapshot", etcdserverpb__snapshot_request),
-    U("/etcdserverpb.Maintenance/MoveLeader", etcdserverpb__move_leader_request),
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
     U("/etcdserverpb.Auth/AuthEnable", etcdserverpb__auth_enable_request),
     U("/etcdserverpb.Auth/AuthDisable", etcdserverpb__auth_disable_request),

@@ -64,6 +64,7 @@ struct raftnode {
   buf enc;
   uint64_t last_lead, last_term;
   int64_t request_timeout_ns;
+  int64_t last_retry;
 
   pthread_mutex_t vmu;
   raftnode_view view;
@@ -151,6 +152,10 @@ static void refresh_view(raftnode *rn) {
 
 static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
   for (size_t i = 0; i < n; i++) {
+    log_debug("raft: -> %s to %016" PRIx64 " term %" PRIu64 " index %" PRIu64 " log_term %" PRIu64 " commit %" PRIu64
+              " entries %zu%s",
+              raft_msg_type_name(msgs[i].type), msgs[i].to, msgs[i].term, msgs[i].index, msgs[i].log_term,
+              msgs[i].commit, msgs[i].n_entries, msgs[i].reject ? " (reject)" : "");
     rn->enc.len = 0;
     if (raft_msg_encode(&msgs[i], &rn->enc) != RAFT_OK) {
       log_error("raft: cannot encode a %s message to %016" PRIx64, raft_msg_type_name(msgs[i].type), msgs[i].to);
@@ -256,6 +261,16 @@ static void maybe_compact(raftnode *rn) {
 
 /* ---------------------------------------------------------------- loop */
 
+/* Keeps an item to try again on a later iteration, until the request
+ * timeout (its proposer gives up at its own deadline anyway). */
+static bool keep_for_retry(raftnode *rn, item *it) {
+  if (time_mono_ns() - it->at >= rn->request_timeout_ns) return false;
+  it->next = NULL;
+  *rn->retry_tail = it;
+  rn->retry_tail = &it->next;
+  return true;
+}
+
 static void process(raftnode *rn, item *it) {
   int rc;
   raft_msg m;
@@ -264,24 +279,27 @@ static void process(raftnode *rn, item *it) {
   switch (it->kind) {
     case IN_PROPOSE:
       rc = raft_propose(rn->r, it->data, it->len);
-      if (rc == RAFT_EPROPOSAL_DROPPED && time_mono_ns() - it->at < rn->request_timeout_ns) {
-        /* No leader yet: keep it and try again once one is known (the
-         * proposer gives up at its own deadline). */
-        it->next = NULL;
-        *rn->retry_tail = it;
-        rn->retry_tail = &it->next;
-        return;
-      }
+      /* No leader yet: try again once one is known. */
+      if (rc == RAFT_EPROPOSAL_DROPPED && keep_for_retry(rn, it)) return;
       break;
     case IN_CONF:
       if (raft_cc_decode(it->data, it->len, &cc) == RAFT_OK) {
         rc = raft_propose_conf_change(rn->r, &cc);
+        /* One change at a time, and not before a new leader has committed
+         * in its term: wait for the previous one instead of failing. */
+        if ((rc == RAFT_ECONF_PENDING || rc == RAFT_EPROPOSAL_DROPPED) && keep_for_retry(rn, it)) return;
         if (rc != RAFT_OK) log_warn("raft: membership change refused: %s", raft_strerror(rc));
       }
       break;
     case IN_STEP:
       if (raft_msg_decode(it->data, it->len, &m, &rn->db) == RAFT_OK) {
+        log_debug("raft: <- %s from %016" PRIx64 " term %" PRIu64 " index %" PRIu64 " log_term %" PRIu64
+                  " commit %" PRIu64 " entries %zu%s",
+                  raft_msg_type_name(m.type), m.from, m.term, m.index, m.log_term, m.commit, m.n_entries,
+                  m.reject ? " (reject)" : "");
         if (raft_step(rn->r, &m) == RAFT_ESTORAGE) fatal("stepping a message");
+      } else {
+        log_warn("raft: undecodable message (%zu bytes) from a peer", it->len);
       }
       break;
     case IN_READ:
@@ -303,6 +321,10 @@ static void process(raftnode *rn, item *it) {
 
 static void retry_dropped(raftnode *rn) {
   if (!rn->retry_head || raft_lead(rn->r) == 0) return;
+  /* at most once per tick: retried items must not spin the loop */
+  int64_t now = time_mono_ns();
+  if (now - rn->last_retry < (int64_t)rn->o.heartbeat_ms * 1000000) return;
+  rn->last_retry = now;
   item *list = rn->retry_head;
   rn->retry_head = NULL;
   rn->retry_tail = &rn->retry_head;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- main */
@@ -170,8 +171,13 @@ int synod_main(int argc, char **argv, char **envp) {
 
   /* Stop intake, let the pipeline answer what it holds, wait for gRPC to
    * release every call, then make the store durable. */
+  atomic_store(&n->stopping, true);
   rpc_server_shutdown(n->rpc);
   compactor_stop(n->compactor);
+  while (atomic_load(&n->background) > 0) {
+    struct timespec ts = {0, 5 * 1000000};
+    nanosleep(&ts, NULL);
+  }
   transport_set_raft(n->tr, NULL);
   rpc_server_shutdown(n->peer_rpc);
   reads_stop(n->reads);

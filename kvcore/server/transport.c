@@ -121,7 +121,11 @@ void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len) {
 
 void transport_set_peers(transport *t, const member_list *members) {
   pthread_mutex_lock(&t->mu);
-  for (peer *p = t->peers; p; p = p->next) p->gone = true;
+  /* A peer missing from the list is forgotten only once it was removed:
+   * the applied list lags the log (a joining member's store is empty until
+   * the leader's entries arrive, and it must still answer the leader). */
+  for (peer *p = t->peers; p; p = p->next)
+    p->gone = t->o.was_removed && t->o.was_removed(t->o.arg, p->id);
   for (size_t i = 0; i < members->n; i++) {
     const member *m = &members->v[i];
     if (m->id == t->o.self_id || m->peer_urls.n == 0) continue;

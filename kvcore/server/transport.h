@@ -33,7 +33,8 @@ transport *transport_new(const transport_options *o);
 void transport_free(transport *t);
 void transport_set_raft(transport *t, struct raftnode *rn);
 
-/* The peers to talk to: every member but this one, at its first peer URL. */
+/* The peers to talk to: every member but this one, at its first peer URL.
+ * Peers not in the list stay known unless they were removed. */
 void transport_set_peers(transport *t, const member_list *members);
 /* From the Raft loop; never blocks. */
 void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len);
