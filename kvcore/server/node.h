@@ -13,6 +13,7 @@
 
 typedef struct pipeline pipeline;
 typedef struct compactor compactor;
+typedef struct watch_hub watch_hub;
 
 typedef struct node {
   server_config cfg;
@@ -22,6 +23,7 @@ typedef struct node {
   mvcc_store *store;
   pipeline *pipe;
   compactor *compactor;
+  watch_hub *watch; /* NULL until started; the apply thread notifies it */
   rpc_server *rpc;
   int64_t started_ns;
   char member_dir[4096];

@@ -20,6 +20,7 @@
 #include "errors.h"
 #include "kv.h"
 #include "wal.h"
+#include "watch.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -201,8 +202,53 @@ static void finish_compaction_waiters(pipeline *p, int64_t done_rev, bool all) {
   }
 }
 
+/* Does this log entry hold a compaction? A look at the top-level field
+ * numbers of the packed synodpb.Request, without decoding it: the apply loop
+ * must know before applying it (see apply_batch). */
+static bool entry_is_compaction(const entry *e) {
+  const uint8_t *p = e->data, *end = e->data + e->len;
+  while (p < end) {
+    uint64_t tag = 0, len = 0;
+    for (int shift = 0; p < end && shift < 64; shift += 7) {
+      tag |= (uint64_t)(*p & 0x7f) << shift;
+      if (!(*p++ & 0x80)) break;
+    }
+    if (tag >> 3 == SYNODPB__REQUEST__OP_COMPACTION) return true;
+    switch (tag & 7) {
+      case 0:
+        while (p < end && (*p++ & 0x80)) {}
+        break;
+      case 1: p += 8; break;
+      case 5: p += 4; break;
+      case 2:
+        for (int shift = 0; p < end && shift < 64; shift += 7) {
+          len |= (uint64_t)(*p & 0x7f) << shift;
+          if (!(*p++ & 0x80)) break;
+        }
+        if (len > (uint64_t)(end - p)) return false;
+        p += len;
+        break;
+      default: return false;
+    }
+  }
+  return false;
+}
+
+/* Commits the batch transaction with the applied index, and tells the
+ * watch hub which revision is now visible. */
+static void commit_batch(pipeline *p, mvcc_txn *w, uint64_t last, uint64_t last_term) {
+  int64_t rev = mvcc_rev(w);
+  mvcc_set_applied(w, last, last_term);
+  int rc = mvcc_write_commit(w);
+  if (rc) fatal_store("committing applied entries", rc);
+  atomic_store(&p->applied, last);
+  if (p->n->watch) watch_hub_notify(p->n->watch, rev);
+}
+
 /* Applies a list of entries in one store transaction, then answers their
- * proposers. Frees the entries. */
+ * proposers. Frees the entries. A compaction gets a transaction of its own
+ * after the entries before it, and the watch hub keeps a snapshot of what
+ * it has not delivered yet: live watchers never lose events to it. */
 static void apply_batch(pipeline *p, entry *list) {
   mvcc_txn *w;
   int rc = mvcc_write_begin(p->n->store, &w);
@@ -210,6 +256,14 @@ static void apply_batch(pipeline *p, entry *list) {
   waiter *done_head = NULL, **done_tail = &done_head;
   uint64_t last = 0, last_term = 0;
   for (entry *e = list; e; e = e->next) {
+    if (p->n->watch && entry_is_compaction(e)) {
+      if (e != list) {
+        commit_batch(p, w, last, last_term);
+        rc = mvcc_write_begin(p->n->store, &w);
+        if (rc) fatal_store("starting a write", rc);
+      }
+      watch_hub_before_compaction(p->n->watch);
+    }
     waiter *wt = apply_entry(p, w, e);
     if (wt) {
       *done_tail = wt;
@@ -218,10 +272,7 @@ static void apply_batch(pipeline *p, entry *list) {
     last = e->index;
     last_term = e->term;
   }
-  mvcc_set_applied(w, last, last_term);
-  rc = mvcc_write_commit(w);
-  if (rc) fatal_store("committing applied entries", rc);
-  atomic_store(&p->applied, last);
+  commit_batch(p, w, last, last_term);
 
   for (waiter *wt = done_head, *next; wt; wt = next) {
     next = wt->next;

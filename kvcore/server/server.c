@@ -7,6 +7,7 @@
 #include "node.h"
 #include "pipeline.h"
 #include "services.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -46,6 +47,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   k += maintenance_service_methods(n, table + k);
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
+  k += watch_service_methods(n, table + k);
   k += pending_service_methods(n, table + k);
   *count = k;
   return table;
@@ -287,8 +289,10 @@ int synod_main(int argc, char **argv, char **envp) {
     return 1;
   }
   rpc_global_init();
-  if (load_or_create_identity(n, err, sizeof err) < 0 || pipeline_open(n, wal_dir, &n->pipe, err, sizeof err) < 0) {
+  if (load_or_create_identity(n, err, sizeof err) < 0 || watch_service_start(n, err, sizeof err) < 0 ||
+      pipeline_open(n, wal_dir, &n->pipe, err, sizeof err) < 0) {
     fprintf(stderr, "synod: %s\n", err);
+    watch_hub_stop(n->watch);
     mvcc_close(n->store);
     rpc_global_shutdown();
     config_free(&n->cfg);
@@ -298,6 +302,7 @@ int synod_main(int argc, char **argv, char **envp) {
   if (start_rpc(n, err, sizeof err) < 0) {
     fprintf(stderr, "synod: %s\n", err);
     pipeline_close(n->pipe);
+    watch_hub_stop(n->watch);
     mvcc_close(n->store);
     rpc_global_shutdown();
     config_free(&n->cfg);
@@ -313,11 +318,13 @@ int synod_main(int argc, char **argv, char **envp) {
   log_info("received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
 
   /* Stop intake, let the pipeline answer everything it holds, wait for
-   * gRPC to release every call, then make the store durable. */
+   * gRPC to release every call, stop the watch hub, then make the store
+   * durable. */
   rpc_server_shutdown(n->rpc);
   compactor_stop(n->compactor);
   pipeline_close(n->pipe);
   rpc_server_free(n->rpc);
+  watch_hub_stop(n->watch); /* every Watch stream is closed by now */
   mvcc_close(n->store);
   rpc_global_shutdown();
   config_free(&n->cfg);
