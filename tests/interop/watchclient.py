@@ -62,8 +62,11 @@ class RawWatch:
         self.call = watch(iter(self.requests.get, _END))
         self.error = None
         if read:
-            self.thread = threading.Thread(target=self._read, daemon=True)
-            self.thread.start()
+            self.start_reading()
+
+    def start_reading(self):
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
     def _read(self):
         try:
