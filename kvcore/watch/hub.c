@@ -254,7 +254,7 @@ static void resync_all(watch_hub *h, int64_t d) {
   watcher **all = xmalloc((widx_count(&h->synced) + 1) * sizeof *all);
   size_t n = 0;
   for (size_t b = 0; b < h->synced.nbuckets; b++)
-    for (watcher *w = h->synced.buckets[b]; w; w = w->ix.hnext) all[n++] = w;
+    for (watcher *w = h->synced.buckets[b]; w; w = w->ix.h.next) all[n++] = w;
   while (h->synced.root) {
     watcher *w = h->synced.root;
     widx_del(&h->synced, w);

@@ -45,9 +45,11 @@ static void keys_grow(widx *x) {
   watcher **b = xcalloc(nb, sizeof *b);
   for (size_t i = 0; i < x->nbuckets; i++) {
     for (watcher *w = x->buckets[i], *next; w; w = next) {
-      next = w->ix.hnext;
+      next = w->ix.h.next;
       watcher **slot = &b[w->hash & (nb - 1)];
-      w->ix.hnext = *slot;
+      w->ix.h.prev = NULL;
+      w->ix.h.next = *slot;
+      if (*slot) (*slot)->ix.h.prev = w;
       *slot = w;
     }
   }
@@ -59,19 +61,19 @@ static void keys_grow(widx *x) {
 static void keys_add(widx *x, watcher *w) {
   if (x->nkeys >= x->nbuckets) keys_grow(x);
   watcher **slot = &x->buckets[w->hash & (x->nbuckets - 1)];
-  w->ix.hnext = *slot;
+  w->ix.h.prev = NULL;
+  w->ix.h.next = *slot;
+  if (*slot) (*slot)->ix.h.prev = w;
   *slot = w;
   x->nkeys++;
 }
 
 static void keys_del(widx *x, watcher *w) {
-  watcher **pp = &x->buckets[w->hash & (x->nbuckets - 1)];
-  while (*pp && *pp != w) pp = &(*pp)->ix.hnext;
-  if (*pp) {
-    *pp = w->ix.hnext;
-    x->nkeys--;
-  }
-  w->ix.hnext = NULL;
+  if (w->ix.h.prev) w->ix.h.prev->ix.h.next = w->ix.h.next;
+  else x->buckets[w->hash & (x->nbuckets - 1)] = w->ix.h.next;
+  if (w->ix.h.next) w->ix.h.next->ix.h.prev = w->ix.h.prev;
+  w->ix.h.next = w->ix.h.prev = NULL;
+  x->nkeys--;
 }
 
 /* ---------------------------------------------------------------- ranges */
@@ -193,7 +195,7 @@ void widx_match(const widx *x, const uint8_t *key, size_t key_len, widx_fn fn, v
   if (x->nkeys) {
     uint32_t h = widx_hash(key, key_len);
     for (watcher *w = x->buckets[h & (x->nbuckets - 1)], *next; w; w = next) {
-      next = w->ix.hnext; /* fn may not change x, but stay safe on w */
+      next = w->ix.h.next; /* fn may not change x, but stay safe on w */
       if (w->hash == h && w->key_len == key_len && memcmp(w->key, key, key_len) == 0) fn(arg, w);
     }
   }

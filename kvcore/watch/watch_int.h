@@ -45,7 +45,10 @@ struct watcher {
   watcher *idnext;     /* stream's ID table chain */
   watcher *qprev, *qnext; /* hub->unsynced or stream->victims */
   union {
-    watcher *hnext;    /* W_KEY: hash chain */
+    struct {
+      watcher *next, *prev;
+    } h;               /* W_KEY: hash chain (doubly linked: O(1) removal
+                        * even with many watchers on one key) */
     struct {
       watcher *l, *r;
       const watcher *maxw; /* in this subtree, the range ending last */
@@ -95,11 +98,14 @@ typedef struct snapshot {
   int64_t rev;
 } snapshot;
 
-/* One change of the step being delivered, and its events built once. */
+/* One change of the step being delivered, and its event encoded once for
+ * every watcher: [0] without prev_kv, [1] with. enc holds the length prefix
+ * and the packed mvccpb.Event, ready to be copied into a WatchResponse as
+ * field 11 (see respond.c). */
 typedef struct {
   mvcc_change c;
-  Mvccpb__Event *ev[2];  /* [0]: without prev_kv, [1]: with */
-  size_t ev_size[2];     /* packed size as a field of WatchResponse */
+  uint8_t *enc[2];
+  size_t enc_len[2];
 } wchange;
 
 typedef struct {
