@@ -27,6 +27,7 @@ enum {
   DEFAULT_SYNC_WATCHERS = 512,    /* etcd's maxWatchersPerSync */
   CHUNK_CHANGES = 4096,           /* changes per read, beyond one revision */
   PEND_FLUSH = 1 << 16,           /* pending entries before a mid-read flush */
+  INLINE_WATCHERS = 64,           /* at most this many live watchers: see deliver_inline */
 };
 
 int64_t hub_now_ms(watch_hub *h) { return time_mono_ms() + h->clock_offset_ms; }
@@ -270,45 +271,70 @@ static void resync_all(watch_hub *h, int64_t d) {
   free(all);
 }
 
+/* Delivers one bounded chunk of (D, n] to the synced watchers (mu held).
+ * Returns false on a storage error (the next notification retries). */
+static bool deliver_chunk(watch_hub *h, int64_t n) {
+  int64_t d = atomic_load(&h->delivered);
+  snapshot *sn = first_snapshot(h, d);
+  int64_t to = sn ? sn->rev : n, end = to;
+  if (widx_count(&h->synced) > 0) {
+    mvcc_txn *t = sn ? sn->txn : NULL;
+    int rc = t ? MVCC_OK : mvcc_read_begin(h->opt.store, &t);
+    if (rc == MVCC_OK) {
+      h->txn = t;
+      rc = read_chunk(h, t, d + 1, to, &end);
+      if (rc == MVCC_OK) dispatch(h, &h->synced, end);
+      end_step(h);
+      if (!sn) mvcc_txn_end(t);
+    }
+    if (rc == MVCC_ECOMPACTED) {
+      log_warn("watch: compaction overtook delivery at revision %" PRId64 "; watchers resync", d + 1);
+      resync_all(h, d);
+      end = to;
+    } else if (rc != MVCC_OK) {
+      log_error("watch: cannot read history from revision %" PRId64 ": %s", d + 1, mvcc_strerror(rc));
+      return false;
+    }
+  }
+  atomic_store(&h->delivered, end);
+  check_deferred_progress(h);
+  return true;
+}
+
 /* Live delivery, one bounded chunk per lock hold. */
 static bool deliver(watch_hub *h) {
   bool did = false;
   for (;;) {
     int64_t n = atomic_load(&h->notified);
     pthread_mutex_lock(&h->mu);
-    int64_t d = atomic_load(&h->delivered);
-    snapshot *sn = first_snapshot(h, d); /* also ends those no longer needed */
-    if (d >= n) {
+    first_snapshot(h, atomic_load(&h->delivered)); /* ends those no longer needed */
+    if (atomic_load(&h->delivered) >= n) {
       pthread_mutex_unlock(&h->mu);
       break;
     }
     did = true;
-    int64_t to = sn ? sn->rev : n, end = to;
-    if (widx_count(&h->synced) > 0) {
-      mvcc_txn *t = sn ? sn->txn : NULL;
-      int rc = t ? MVCC_OK : mvcc_read_begin(h->opt.store, &t);
-      if (rc == MVCC_OK) {
-        h->txn = t;
-        rc = read_chunk(h, t, d + 1, to, &end);
-        if (rc == MVCC_OK) dispatch(h, &h->synced, end);
-        end_step(h);
-        if (!sn) mvcc_txn_end(t);
-      }
-      if (rc == MVCC_ECOMPACTED) {
-        log_warn("watch: compaction overtook delivery at revision %" PRId64 "; watchers resync", d + 1);
-        resync_all(h, d);
-        end = to;
-      } else if (rc != MVCC_OK) {
-        log_error("watch: cannot read history from revision %" PRId64 ": %s", d + 1, mvcc_strerror(rc));
-        pthread_mutex_unlock(&h->mu);
-        return did; /* the next notification retries */
-      }
-    }
-    atomic_store(&h->delivered, end);
-    check_deferred_progress(h);
+    bool ok = deliver_chunk(h, n);
     pthread_mutex_unlock(&h->mu);
+    if (!ok) break;
   }
   return did;
+}
+
+/* The apply thread's shortcut: with few live watchers and the hub idle,
+ * delivering the batch right away costs less than waking the hub thread and
+ * puts the events on the wire before the writers' replies, as etcd does.
+ * Never waits: if the hub is busy, or there is more to do than a few
+ * watchers' worth, the hub thread does it. */
+static bool deliver_inline(watch_hub *h, int64_t n) {
+  if (h->opt.manual || pthread_mutex_trylock(&h->mu) != 0) return false;
+  bool done = false;
+  pthread_mutex_lock(&h->snap_mu);
+  bool snaps = h->snaps != NULL;
+  pthread_mutex_unlock(&h->snap_mu);
+  if (!snaps && widx_count(&h->synced) <= INLINE_WATCHERS && deliver_chunk(h, n))
+    done = atomic_load(&h->delivered) >= n;
+  pthread_mutex_unlock(&h->mu);
+  return done;
 }
 
 /* ---------------------------------------------------------------- catch-up */
@@ -485,7 +511,7 @@ void watch_hub_advance_clock(watch_hub *h, int64_t ms) {
 void watch_hub_notify(watch_hub *h, int64_t rev) {
   if (rev <= atomic_load(&h->notified)) return;
   atomic_store(&h->notified, rev);
-  hub_wake(h);
+  if (!deliver_inline(h, rev)) hub_wake(h);
 }
 
 void watch_hub_before_compaction(watch_hub *h) {
