@@ -44,6 +44,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   k += maintenance_service_methods(n, table + k);
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
+  k += watch_service_methods(n, table + k);
   k += pending_service_methods(n, table + k);
   *count = k;
   return table;

@@ -17,6 +17,7 @@ typedef struct compactor compactor;
 typedef struct reads reads;
 typedef struct transport transport;
 struct raftnode;
+typedef struct watch_hub watch_hub;
 
 typedef struct node {
   server_config cfg;
@@ -29,6 +30,7 @@ typedef struct node {
   transport *tr;
   reads *reads;
   compactor *compactor;
+  watch_hub *watch;     /* NULL until started; the apply thread notifies it */
   rpc_server *rpc;      /* clients */
   rpc_server *peer_rpc; /* members */
   member_cache members;

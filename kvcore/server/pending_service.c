@@ -51,7 +51,6 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 #define S(path, type) {path, &type##__descriptor, NULL, &pending_stream, false, (void *)path}
 
 static const rpc_method pending[] = {
-    S("/etcdserverpb.Watch/Watch", etcdserverpb__watch_request),
     U("/etcdserverpb.Lease/LeaseGrant", etcdserverpb__lease_grant_request),
     U("/etcdserverpb.Lease/LeaseRevoke", etcdserverpb__lease_revoke_request),
     S("/etcdserverpb.Lease/LeaseKeepAlive", etcdserverpb__lease_keep_alive_request),

@@ -16,6 +16,7 @@
 #include "membership.h"
 #include "raftnode.h"
 #include "services.h"
+#include "watch.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -280,9 +281,60 @@ static void finish_compaction_waiters(pipeline *p, int64_t done_rev, bool all) {
   }
 }
 
+/* Whether a packed synodpb.Request is a compaction, without decoding it:
+ * walks the top-level fields of the protobuf wire format. */
+static bool entry_is_compaction(const raft_entry *e) {
+  if (e->type != RAFT_ENTRY_NORMAL) return false;
+  const uint8_t *p = e->data, *end = e->data + e->len;
+  while (p < end) {
+    uint64_t tag = 0, len = 0;
+    for (int shift = 0; p < end && shift < 64; shift += 7) {
+      tag |= (uint64_t)(*p & 0x7f) << shift;
+      if (!(*p++ & 0x80)) break;
+    }
+    if (tag >> 3 == SYNODPB__REQUEST__OP_COMPACTION) return true;
+    switch (tag & 7) {
+      case 0:
+        while (p < end && (*p++ & 0x80)) {
+        }
+        break;
+      case 1: p += 8; break;
+      case 5: p += 4; break;
+      case 2:
+        for (int shift = 0; p < end && shift < 64; shift += 7) {
+          len |= (uint64_t)(*p & 0x7f) << shift;
+          if (!(*p++ & 0x80)) break;
+        }
+        if (len > (uint64_t)(end - p)) return false;
+        p += len;
+        break;
+      default: return false;
+    }
+  }
+  return false;
+}
+
+/* Commits the batch transaction with the applied index, publishes it, and
+ * tells the watch hub which revision is now visible. */
+static void commit_batch(pipeline *p, mvcc_txn *w, uint64_t have, uint64_t last, uint64_t last_term) {
+  int64_t rev = mvcc_rev(w);
+  if (last > have) mvcc_set_applied(w, last, last_term);
+  int rc = mvcc_write_commit(w);
+  if (rc) fatal_store("committing applied entries", rc);
+  pthread_mutex_lock(&p->mu);
+  atomic_store(&p->applied, last);
+  atomic_store(&p->applied_term, last_term);
+  pthread_cond_broadcast(&p->applied_cv);
+  pthread_mutex_unlock(&p->mu);
+  if (p->n->watch) watch_hub_notify(p->n->watch, rev);
+}
+
 /* Applies a batch of committed entries in one store transaction, then
  * answers their proposers. Entries the store already has (replayed after a
- * restart, or covered by an installed snapshot) are skipped. */
+ * restart, or covered by an installed snapshot) are skipped. A compaction
+ * gets a transaction of its own after the entries before it, and the watch
+ * hub first keeps a snapshot of what it has not delivered yet: live
+ * watchers never lose events to it. */
 static void apply_batch(pipeline *p, batch *b) {
   mvcc_txn *w;
   int rc = mvcc_write_begin(p->n->store, &w);
@@ -291,11 +343,21 @@ static void apply_batch(pipeline *p, batch *b) {
   mvcc_applied(w, &have, &have_term);
   waiter *done_head = NULL, **done_tail = &done_head;
   conf_waiter *conf_done = NULL;
-  bool members_changed = false;
+  bool members_changed = false, dirty = false;
   uint64_t last = have, last_term = have_term;
   for (size_t i = 0; i < b->n; i++) {
     const raft_entry *e = &b->ents[i];
     if (e->index <= have) continue;
+    if (p->n->watch && entry_is_compaction(e)) {
+      if (dirty) {
+        commit_batch(p, w, have, last, last_term);
+        have = last;
+        dirty = false;
+        rc = mvcc_write_begin(p->n->store, &w);
+        if (rc) fatal_store("starting a write", rc);
+      }
+      watch_hub_before_compaction(p->n->watch);
+    }
     if (e->type == RAFT_ENTRY_CONF_CHANGE) {
       apply_conf_change(p, w, e, &conf_done);
       members_changed = true;
@@ -308,16 +370,9 @@ static void apply_batch(pipeline *p, batch *b) {
     }
     last = e->index;
     last_term = e->term;
+    dirty = true;
   }
-  if (last > have) mvcc_set_applied(w, last, last_term);
-  rc = mvcc_write_commit(w);
-  if (rc) fatal_store("committing applied entries", rc);
-
-  pthread_mutex_lock(&p->mu);
-  atomic_store(&p->applied, last);
-  atomic_store(&p->applied_term, last_term);
-  pthread_cond_broadcast(&p->applied_cv);
-  pthread_mutex_unlock(&p->mu);
+  commit_batch(p, w, have, last, last_term);
   raftnode_store_applied(p->rn, last, last_term, &p->conf, mvcc_durable_index(p->n->store));
   if (members_changed) node_members_changed(p->n);
   node_applied(p->n, last);

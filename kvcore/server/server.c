@@ -11,6 +11,7 @@
 #include "reads.h"
 #include "services.h"
 #include "transport.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -150,6 +151,7 @@ int synod_main(int argc, char **argv, char **envp) {
                    &n->peer_rpc, err, sizeof err) < 0)
     goto fail_transport;
   n->reads = reads_start(n);
+  if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);
   founding_log_free(&founding);
   if (rc < 0) goto fail_peers;
@@ -186,6 +188,7 @@ int synod_main(int argc, char **argv, char **envp) {
   rpc_server_free(n->rpc);
   rpc_server_free(n->peer_rpc);
   transport_free(n->tr);
+  watch_hub_stop(n->watch); /* every Watch stream is closed by now */
   mvcc_close(n->store);
   rpc_global_shutdown();
   exit_code = atomic_load(&n->removed) ? 1 : 0;
@@ -200,6 +203,7 @@ fail_pipeline:
   pipeline_close(n->pipe);
 fail_peers:
   if (n->reads) reads_stop(n->reads);
+  if (n->watch) watch_hub_stop(n->watch);
   rpc_server_free(n->peer_rpc);
 fail_transport:
   transport_free(n->tr);
