@@ -63,6 +63,7 @@ struct mvcc_store {
   int data_fd;  /* LMDB's own descriptor for data.mdb */
   int lock_fd;  /* flock'd: one process per store */
   uint32_t psize;
+  bool writemap; /* MDB_WRITEMAP: the writer changes pages in the map */
 
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
@@ -116,6 +117,12 @@ int mvcc_corrupt(const char *what, const void *key, size_t key_len);
 int mvcc_check_key(const uint8_t *key, size_t key_len);
 /* The revision reads at "current" see: a write txn's open request counts. */
 static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 0 ? 1 : 0); }
+
+/* Tests and benchmarks: LMDB's write mode for stores opened from now on
+ * (1: MDB_WRITEMAP, 0: pwrite, -1: the default, which the environment
+ * variable SYNOD_MVCC_WRITEMAP=0|1 overrides). */
+void mvcc_test_set_writemap(int mode);
+bool mvcc_test_writemap(const mvcc_store *s);
 
 /* ---------------------------------------------------------------- durability.c */
 

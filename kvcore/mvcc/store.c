@@ -28,6 +28,18 @@ enum {
 
 static const uint8_t state_key[] = "state";
 
+static int test_writemap = -1;
+void mvcc_test_set_writemap(int mode) { test_writemap = mode; }
+bool mvcc_test_writemap(const mvcc_store *s) { return s->writemap; }
+
+/* The write mode: see mvcc_test_set_writemap. */
+static bool use_writemap(void) {
+  if (test_writemap >= 0) return test_writemap == 1;
+  const char *e = getenv("SYNOD_MVCC_WRITEMAP");
+  if (e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0)) return e[0] == '1';
+  return false;
+}
+
 const char *mvcc_strerror(int rc) {
   switch (rc) {
   case MVCC_OK: return "ok";
@@ -263,7 +275,8 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
     /* NOSYNC: commits never fsync (the caller's log is the durability point,
      * checkpoints make the file durable). NOTLS: read transactions are not
      * tied to threads, so the pool and the checkpoint pin can move. */
-    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS, 0600);
+    s->writemap = use_writemap();
+    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
     if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
     MDB_stat st;
     if (!lrc) lrc = mdb_env_stat(s->env, &st);

@@ -9,5 +9,6 @@ synod_unit_test(test_mvcc_durability SOURCES unit/test_mvcc_durability.c LIBS mv
 synod_unit_test(test_mvcc_record SOURCES unit/test_mvcc_record.c LIBS mvcc_testlib)
 
 # Benchmark (not a test): build/bin/mvcc_bench [keys] [dir]; figures in docs/storage.md.
-add_executable(mvcc_bench ${CMAKE_SOURCE_DIR}/tests/bench/mvcc_bench.c)
+add_executable(mvcc_bench ${CMAKE_SOURCE_DIR}/tests/bench/mvcc_bench.c
+               ${CMAKE_SOURCE_DIR}/tests/bench/bench_proc.c)
 target_link_libraries(mvcc_bench PRIVATE synod_mvcc)
