@@ -56,7 +56,7 @@ int mvcc_compact(mvcc_txn *t, int64_t rev) {
   t->st.compact_rev = rev;
   t->st.compact_pos_main = 0;
   t->st.compact_pos_sub = 0;
-  t->state_dirty = true;
+  t->compact_dirty = true;
   return MVCC_OK;
 }
 
@@ -146,6 +146,6 @@ int mvcc_compact_step(mvcc_txn *t, size_t max_changes) {
     t->st.compact_pos_main = main;
     t->st.compact_pos_sub = sub;
   }
-  t->state_dirty = true;
+  t->compact_dirty = true;
   return done ? 0 : 1;
 }

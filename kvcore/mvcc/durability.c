@@ -276,7 +276,7 @@ static int checkpoint_locked(mvcc_store *s) {
   }
   ticket_lock_release(&s->wlock);
   uint64_t txnid = snap ? mdb_txn_id(snap) : 0;
-  if (!rc) rc = mvcc_state_read(snap, s->dbi[DB_META], &st);
+  if (!rc) rc = mvcc_state_read(snap, s->dbi[DB_MAIN], &st);
 
   ckpt_file c = {.psize = s->psize, .txnid = txnid, .meta = {pages, pages + s->psize}};
   buf file = {0};

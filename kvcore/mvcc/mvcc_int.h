@@ -19,13 +19,14 @@
 #include "mvcc.h"
 #include "record.h"
 
-/* Named LMDB databases, in one environment. */
+/* LMDB databases, in one environment. A commit rewrites the main
+ * database's page (it holds the named databases' roots), so the store's
+ * own records live there too rather than in a database of their own. */
 enum {
-  DB_KV,         /* user key -> kv_rec (latest version of live keys) */
-  DB_HIST,       /* BE64 main | BE64 sub -> hist_rec (every change) */
-  DB_KIDX,       /* user key -> sorted 17-byte dups (main, sub, type) */
+  DB_MAIN,       /* LMDB's main database: "mvcc.state", "mvcc.compact" */
+  DB_HIST,       /* BE64 main | BE64 sub -> hist_rec (every change, every value) */
+  DB_KIDX,       /* user key -> sorted 17-byte dups (main, sub, type); newest = current */
   DB_LEASE_KEYS, /* BE64 lease -> sorted user keys */
-  DB_META,       /* "state" -> store_state */
   DB_AUX,        /* DB_AUX + mvcc_aux_table */
   DB_COUNT = DB_AUX + MVCC_AUX_COUNT
 };
@@ -42,7 +43,8 @@ struct mvcc_txn {
   /* Write transactions only. */
   bool in_request;  /* between rev_begin and rev_end */
   int64_t sub;      /* changes so far in the current request */
-  bool state_dirty; /* st must be written back at commit */
+  bool state_dirty;   /* st's "mvcc.state" part must be written at commit */
+  bool compact_dirty; /* ... and its "mvcc.compact" part */
   int err;          /* sticky: a failed LMDB write poisons the txn */
   buf scratch;      /* prev copies handed out by mvcc_put */
   buf work;         /* compaction's list of entries to remove */
@@ -106,7 +108,8 @@ struct mvcc_store {
 int mvcc_lmdb_err(int rc, const char *what);
 /* Cursor on db for this transaction, opened or renewed on first use. */
 int mvcc_cursor(mvcc_txn *t, int db, MDB_cursor **out);
-int mvcc_state_read(MDB_txn *txn, MDB_dbi meta, store_state *st);
+/* Reads both state records from the main database and checks them. */
+int mvcc_state_read(MDB_txn *txn, MDB_dbi main, store_state *st);
 void ticket_lock_acquire(ticket_lock *l);
 void ticket_lock_release(ticket_lock *l);
 
@@ -154,6 +157,14 @@ void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *dat
 
 /* ---------------------------------------------------------------- read.c */
 
+/* Positions a kidx cursor on the first key >= target (which may be longer
+ * than any stored key, or empty: the first key). */
+int kidx_seek_ge(MDB_cursor *c, const uint8_t *target, size_t n, MDB_val *k, MDB_val *d);
+/* The current version of key as t sees it (its newest kidx entry, value
+ * from hist): MVCC_OK, MVCC_ENOTFOUND (no entry, or the newest is a
+ * delete), or an error. kv points into the map; *sub (may be NULL) gets
+ * the version's sub revision. Leaves t's kidx cursor on the key. */
+int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub);
 /* The newest kidx entry of the key under the cursor with main <= rev.
  * Returns 0 (found), MDB_NOTFOUND (the key has none), or an LMDB error. The
  * cursor stays on this key. */
