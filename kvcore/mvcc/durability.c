@@ -274,6 +274,8 @@ static int checkpoint_locked(mvcc_store *s) {
     log_error("mvcc: checkpoint: reading meta pages: %s", strerror(errno));
     rc = MVCC_EIO;
   }
+  /* Between write transactions: RSS back to what is touched from now on. */
+  space_release(s);
   ticket_lock_release(&s->wlock);
   uint64_t txnid = snap ? mdb_txn_id(snap) : 0;
   if (!rc) rc = mvcc_state_read(snap, s->dbi[DB_MAIN], &st);

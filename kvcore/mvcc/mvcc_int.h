@@ -14,6 +14,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "base.h"
 #include "mvcc.h"
@@ -46,6 +47,8 @@ struct mvcc_txn {
   bool state_dirty;   /* st's "mvcc.state" part must be written at commit */
   bool compact_dirty; /* ... and its "mvcc.compact" part */
   int err;          /* sticky: a failed LMDB write poisons the txn */
+  uint64_t space_base;  /* pages in use when the txn began (space.c) */
+  uint64_t space_pages; /* bound on the pages it has used since */
   buf scratch;      /* prev copies handed out by mvcc_put */
   buf work;         /* compaction's list of entries to remove */
 };
@@ -66,6 +69,10 @@ struct mvcc_store {
   int lock_fd;  /* flock'd: one process per store */
   uint32_t psize;
   bool writemap; /* MDB_WRITEMAP: the writer changes pages in the map */
+  uint8_t *map;  /* LMDB's map of data.mdb (space.c) */
+  size_t map_len;
+  uint64_t allocated; /* WRITEMAP: pages of data.mdb known allocated on disk */
+  bool release_map;   /* unmap the map's pages at checkpoints */
 
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
@@ -126,6 +133,31 @@ static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 
  * variable SYNOD_MVCC_WRITEMAP=0|1 overrides). */
 void mvcc_test_set_writemap(int mode);
 bool mvcc_test_writemap(const mvcc_store *s);
+
+/* ---------------------------------------------------------------- space.c */
+
+/* After the environment opened: finds the map; with WRITEMAP, allocates
+ * the used part of the file and a chunk ahead. */
+int space_open(mvcc_store *s);
+/* Whether fallocate works in dir (WRITEMAP is safe only then): 0 or -1. */
+int space_probe(const char *dir);
+/* Before a change that may use up to `pages` more pages: with WRITEMAP,
+ * makes sure the file is allocated that far, or poisons t with
+ * MVCC_ENOSPACE (disk full) / MVCC_EIO. Pages 0: the check before commit. */
+int space_reserve(mvcc_txn *t, uint64_t pages);
+/* A bound on the pages one change of a key and value may use. */
+uint64_t space_change_pages(const mvcc_store *s, size_t key_len, size_t value_len);
+/* Drops the map's page-table entries (the pages stay in the page cache).
+ * Between write transactions. */
+void space_release(mvcc_store *s);
+#define SPACE_CHUNK (64ull << 20) /* fallocated ahead at a time */
+enum {
+  SPACE_CHANGE_PAGES = 48, /* per change: COW paths and splits of every tree it touches */
+  SPACE_DELETE_PAGES = 16, /* per record compaction removes */
+  SPACE_COMMIT_PAGES = 64, /* the commit itself: free list, main database */
+};
+/* Tests only: replaces fallocate (NULL: the real one), to inject ENOSPC. */
+void mvcc_test_set_fallocate(int (*fn)(int fd, off_t off, off_t len));
 
 /* ---------------------------------------------------------------- durability.c */
 

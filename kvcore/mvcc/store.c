@@ -33,6 +33,14 @@ static int test_writemap = -1;
 void mvcc_test_set_writemap(int mode) { test_writemap = mode; }
 bool mvcc_test_writemap(const mvcc_store *s) { return s->writemap; }
 
+/* Whether checkpoints unmap the map's pages (space_release):
+ * SYNOD_MVCC_RELEASE=0|1 for benchmarks. */
+static bool use_release(void) {
+  const char *e = getenv("SYNOD_MVCC_RELEASE");
+  if (e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0)) return e[0] == '1';
+  return true;
+}
+
 /* The write mode: see mvcc_test_set_writemap. */
 static bool use_writemap(void) {
   if (test_writemap >= 0) return test_writemap == 1;
@@ -59,6 +67,10 @@ int mvcc_lmdb_err(int rc, const char *what) {
   switch (rc) {
   case MDB_SUCCESS: return MVCC_OK;
   case MDB_NOTFOUND: return MVCC_ENOTFOUND;
+  case ENOSPC:
+  case EDQUOT:
+    log_warn("mvcc: %s: the disk is full", what);
+    return MVCC_ENOSPACE;
   case MDB_MAP_FULL:
     log_warn("mvcc: %s: database space exceeded (raise the map size or compact)", what);
     return MVCC_ENOSPACE;
@@ -312,6 +324,12 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
      * checkpoints make the file durable). NOTLS: read transactions are not
      * tied to threads, so the pool and the checkpoint pin can move. */
     s->writemap = use_writemap();
+    if (s->writemap && space_probe(s->dir) < 0) {
+      /* Without fallocate a full disk would be a SIGBUS in WRITEMAP mode. */
+      log_warn("mvcc: %s: the filesystem cannot preallocate; writing with pwrite", s->dir);
+      s->writemap = false;
+    }
+    s->release_map = use_release();
     if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
     if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
     MDB_stat st;
@@ -325,6 +343,7 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   }
   bool created = false;
   if (!rc) rc = open_databases(s, &created);
+  if (!rc) rc = space_open(s);
   if (!rc && restored) {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -447,6 +466,10 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
     ticket_lock_release(&s->wlock);
     return mvcc_lmdb_err(rc, "beginning a write transaction");
   }
+  MDB_envinfo info;
+  mdb_env_info(s->env, &info); /* the newest commit, which this txn starts from */
+  t->space_base = (uint64_t)info.me_last_pgno + 1;
+  t->space_pages = 0;
   rc = mvcc_state_read(t->txn, s->dbi[DB_MAIN], &t->st);
   if (rc) {
     write_finish(t, false);
@@ -464,6 +487,7 @@ int mvcc_write_commit(mvcc_txn *t) {
   }
   if (t->in_request) mvcc_rev_end(t);
   int rc = t->err;
+  if (!rc) rc = space_reserve(t, 0);
   if (!rc && (t->state_dirty || t->compact_dirty)) {
     int lrc = state_write(t);
     if (lrc) rc = mvcc_lmdb_err(lrc, "writing store state");

@@ -126,6 +126,8 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   hist_rec h = {.key = key, .key_len = key_len, .create = existed ? old.create_rev : main,
                 .version = existed ? old.version + 1 : 1, .lease = lease, .value = value,
                 .value_len = value_len};
+  rc = space_reserve(t, space_change_pages(t->s, key_len, value_len));
+  if (rc) return rc;
   MDB_cursor *c = t->cur[DB_KIDX]; /* on the key, or where it would be */
   rc = record_change(t, c, &h);
   if (!rc) rc = lease_move(t, key, key_len, old_lease, lease);
@@ -143,7 +145,8 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
  * transaction. */
 static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t lease) {
   hist_rec h = {.is_delete = true, .key = key, .key_len = key_len};
-  int rc = record_change(t, NULL, &h);
+  int rc = space_reserve(t, space_change_pages(t->s, key_len, 0));
+  if (!rc) rc = record_change(t, NULL, &h);
   if (!rc) rc = lease_move(t, key, key_len, lease, 0);
   if (!rc) {
     t->st.live_keys--;
