@@ -71,8 +71,11 @@ struct mvcc_store {
   bool writemap; /* MDB_WRITEMAP: the writer changes pages in the map */
   uint8_t *map;  /* LMDB's map of data.mdb (space.c) */
   size_t map_len;
-  uint64_t allocated; /* WRITEMAP: pages of data.mdb known allocated on disk */
+  bool prealloc;      /* fallocate works: the file is allocated ahead (space.c) */
+  uint64_t allocated; /* pages of data.mdb known allocated on disk */
   bool release_map;   /* unmap the map's pages at checkpoints */
+  uint64_t shared_base; /* process's resident shared pages before the map's */
+  unsigned commits_unpolled; /* writer only: commits since space_after_commit looked */
 
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
@@ -150,6 +153,16 @@ uint64_t space_change_pages(const mvcc_store *s, size_t key_len, size_t value_le
 /* Drops the map's page-table entries (the pages stay in the page cache).
  * Between write transactions. */
 void space_release(mvcc_store *s);
+/* From the checkpoint thread, every SPACE_POLL_MS: if more than
+ * SPACE_RESIDENT of the file is mapped, takes the writer lock for a moment
+ * and releases the map. */
+void space_poll(mvcc_store *s);
+/* The writer, after each commit, still holding the writer lock: the same
+ * check every SPACE_POLL_COMMITS commits (a checkpoint's fdatasync can keep
+ * the checkpoint thread busy while the writer maps page after page). */
+void space_after_commit(mvcc_store *s);
+#define SPACE_RESIDENT (16ull << 20)
+enum { SPACE_POLL_MS = 50, SPACE_POLL_COMMITS = 4 };
 #define SPACE_CHUNK (64ull << 20) /* fallocated ahead at a time */
 enum {
   SPACE_CHANGE_PAGES = 48, /* per change: COW paths and splits of every tree it touches */

@@ -46,6 +46,8 @@ static bool use_writemap(void) {
   if (test_writemap >= 0) return test_writemap == 1;
   const char *e = getenv("SYNOD_MVCC_WRITEMAP");
   if (e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0)) return e[0] == '1';
+  /* pwrite: measured as fast in the server, and a third of WRITEMAP's
+   * resident memory (docs/storage.md, "Write mode"). */
   return false;
 }
 
@@ -324,7 +326,8 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
      * checkpoints make the file durable). NOTLS: read transactions are not
      * tied to threads, so the pool and the checkpoint pin can move. */
     s->writemap = use_writemap();
-    if (s->writemap && space_probe(s->dir) < 0) {
+    s->prealloc = space_probe(s->dir) == 0;
+    if (s->writemap && !s->prealloc) {
       /* Without fallocate a full disk would be a SIGBUS in WRITEMAP mode. */
       log_warn("mvcc: %s: the filesystem cannot preallocate; writing with pwrite", s->dir);
       s->writemap = false;
@@ -425,6 +428,7 @@ static int write_finish(mvcc_txn *t, bool commit) {
   if (commit) lrc = mdb_txn_commit(t->txn);
   else mdb_txn_abort(t->txn);
   t->txn = NULL;
+  if (commit && !lrc) space_after_commit(t->s); /* between write transactions */
   ticket_lock_release(&t->s->wlock);
   return lrc;
 }
