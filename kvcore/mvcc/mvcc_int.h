@@ -2,6 +2,7 @@
  *
  *   store.c       open/close, transactions, the read-txn pool, stats
  *   durability.c  checkpoints, the unclean-boot marker, power-loss restore
+ *   space.c       the file allocated ahead (disk full = ENOSPACE), map release
  *   read.c        range, changes, get_before, lease_keys, hash
  *   write.c       put, delete_range, request brackets, commit
  *   compact.c     logical and physical compaction, the "kept" rule
@@ -161,7 +162,7 @@ void space_poll(mvcc_store *s);
  * check every SPACE_POLL_COMMITS commits (a checkpoint's fdatasync can keep
  * the checkpoint thread busy while the writer maps page after page). */
 void space_after_commit(mvcc_store *s);
-#define SPACE_RESIDENT (16ull << 20)
+#define SPACE_RESIDENT (16ull << 20) /* at least; see over_budget */
 enum { SPACE_POLL_MS = 50, SPACE_POLL_COMMITS = 4 };
 #define SPACE_CHUNK (64ull << 20) /* fallocated ahead at a time */
 enum {
