@@ -14,5 +14,6 @@
 #include "v3electionpb/v3election.pb-c.h"
 #include "grpchealth/health.pb-c.h"
 #include "synodpb/log.pb-c.h"
+#include "synodpb/peer.pb-c.h"
 
 #endif

@@ -26,6 +26,8 @@ int mvcc_aux_put(mvcc_txn *t, mvcc_aux_table tbl, const void *key, size_t key_le
   int rc = aux_check(t, tbl, key, key_len);
   if (rc) return rc;
   if (!t->write || (val_len && !val)) return MVCC_EINVAL;
+  rc = space_reserve(t, space_change_pages(t->s, key_len, val_len));
+  if (rc) return rc;
   MDB_val k = {key_len, (void *)key}, d = {val_len, (void *)val};
   int lrc = mdb_put(t->txn, t->s->dbi[DB_AUX + tbl], &k, &d, 0);
   if (lrc) t->err = mvcc_lmdb_err(lrc, "aux put");
@@ -36,6 +38,8 @@ int mvcc_aux_del(mvcc_txn *t, mvcc_aux_table tbl, const void *key, size_t key_le
   int rc = aux_check(t, tbl, key, key_len);
   if (rc) return rc;
   if (!t->write) return MVCC_EINVAL;
+  rc = space_reserve(t, SPACE_DELETE_PAGES);
+  if (rc) return rc;
   MDB_val k = {key_len, (void *)key};
   int lrc = mdb_del(t->txn, t->s->dbi[DB_AUX + tbl], &k, NULL);
   if (lrc == MDB_NOTFOUND) return MVCC_ENOTFOUND;

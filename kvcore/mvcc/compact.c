@@ -56,7 +56,7 @@ int mvcc_compact(mvcc_txn *t, int64_t rev) {
   t->st.compact_rev = rev;
   t->st.compact_pos_main = 0;
   t->st.compact_pos_sub = 0;
-  t->state_dirty = true;
+  t->compact_dirty = true;
   return MVCC_OK;
 }
 
@@ -73,7 +73,9 @@ static void work_add(buf *w, const uint8_t *hk, int64_t main, int64_t sub, bool 
   buf_append(w, key, key_len);
 }
 
-static int work_apply(mvcc_txn *t) {
+static int work_apply(mvcc_txn *t, size_t entries) {
+  int rc = space_reserve(t, entries * SPACE_DELETE_PAGES);
+  if (rc) return rc;
   const uint8_t *p = t->work.data, *end = p + t->work.len;
   while (p < end) {
     size_t key_len = (size_t)p[HIST_KEY_LEN + KIDX_LEN] | (size_t)p[HIST_KEY_LEN + KIDX_LEN + 1] << 8;
@@ -112,7 +114,7 @@ int mvcc_compact_step(mvcc_txn *t, size_t max_changes) {
   hist_key_encode(start, t->st.compact_pos_main, t->st.compact_pos_sub);
   MDB_val k = {HIST_KEY_LEN, start}, d;
   int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-  size_t examined = 0;
+  size_t examined = 0, removed = 0;
   bool done = false;
   int64_t main = 0, sub = 0;
   for (;;) {
@@ -133,11 +135,14 @@ int mvcc_compact_step(mvcc_txn *t, size_t max_changes) {
     bool kept;
     rc = change_kept(t, h.key, h.key_len, main, sub, h.is_delete, at, &kept);
     if (rc) return rc;
-    if (!kept) work_add(&t->work, k.mv_data, main, sub, h.is_delete, h.key, h.key_len);
+    if (!kept) {
+      work_add(&t->work, k.mv_data, main, sub, h.is_delete, h.key, h.key_len);
+      removed++;
+    }
     examined++;
     lrc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
   }
-  rc = work_apply(t);
+  rc = work_apply(t, removed);
   if (rc) return rc;
   if (done) {
     t->st.compact_done_rev = at;
@@ -146,6 +151,6 @@ int mvcc_compact_step(mvcc_txn *t, size_t max_changes) {
     t->st.compact_pos_main = main;
     t->st.compact_pos_sub = sub;
   }
-  t->state_dirty = true;
+  t->compact_dirty = true;
   return done ? 0 : 1;
 }

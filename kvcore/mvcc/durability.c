@@ -274,9 +274,11 @@ static int checkpoint_locked(mvcc_store *s) {
     log_error("mvcc: checkpoint: reading meta pages: %s", strerror(errno));
     rc = MVCC_EIO;
   }
+  /* Between write transactions: RSS back to what is touched from now on. */
+  space_release(s);
   ticket_lock_release(&s->wlock);
   uint64_t txnid = snap ? mdb_txn_id(snap) : 0;
-  if (!rc) rc = mvcc_state_read(snap, s->dbi[DB_META], &st);
+  if (!rc) rc = mvcc_state_read(snap, s->dbi[DB_MAIN], &st);
 
   ckpt_file c = {.psize = s->psize, .txnid = txnid, .meta = {pages, pages + s->psize}};
   buf file = {0};
@@ -393,13 +395,17 @@ static void *checkpoint_main(void *arg) {
   mvcc_store *s = arg;
   pthread_mutex_lock(&s->ck_mu);
   while (!s->ck_stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + (int64_t)(s->checkpoint_ms % 1000) * 1000000;
-    ts.tv_sec += s->checkpoint_ms / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    while (!s->ck_stop && !atomic_load(&s->ck_urgent) &&
-           pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
+    /* Until the next checkpoint is due, look at the map's resident pages
+     * every SPACE_POLL_MS (space.c). */
+    int64_t due = time_mono_ns() + (int64_t)s->checkpoint_ms * 1000000;
+    while (!s->ck_stop && !atomic_load(&s->ck_urgent) && time_mono_ns() < due) {
+      int64_t until = time_mono_ns() + (int64_t)SPACE_POLL_MS * 1000000;
+      if (until > due) until = due;
+      struct timespec ts = {until / 1000000000, until % 1000000000};
+      while (!s->ck_stop && !atomic_load(&s->ck_urgent) &&
+             pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
+      }
+      if (!s->ck_stop && !atomic_load(&s->ck_urgent)) space_poll(s);
     }
     if (s->ck_stop) break;
     atomic_store(&s->ck_urgent, false);

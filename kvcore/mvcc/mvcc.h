@@ -54,7 +54,7 @@ enum {
   MVCC_OK = 0,
   MVCC_ECOMPACTED = -1,  /* the revision asked for has been compacted */
   MVCC_EFUTURE = -2,     /* the revision asked for is ahead of the store */
-  MVCC_ENOSPACE = -3,    /* the map is full */
+  MVCC_ENOSPACE = -3,    /* the map or the disk is full */
   MVCC_EKEYTOOLONG = -4, /* key longer than MVCC_MAX_KEY */
   MVCC_ENOTFOUND = -5,
   MVCC_EIO = -6,         /* storage failure; details were logged */
@@ -245,7 +245,8 @@ uint64_t mvcc_durable_index(mvcc_store *s);
 int mvcc_checkpoint(mvcc_store *s);
 
 typedef struct {
-  int64_t db_size;        /* bytes the data file takes */
+  int64_t db_size;        /* bytes of the data file's pages in use or free (not its
+                           * length: with MDB_WRITEMAP that is the map's, sparse) */
   int64_t db_size_in_use; /* bytes of pages not on LMDB's free list */
   int64_t keys;           /* live keys */
 } mvcc_stats;

@@ -2,6 +2,7 @@
  *
  *   store.c       open/close, transactions, the read-txn pool, stats
  *   durability.c  checkpoints, the unclean-boot marker, power-loss restore
+ *   space.c       the file allocated ahead (disk full = ENOSPACE), map release
  *   read.c        range, changes, get_before, lease_keys, hash
  *   write.c       put, delete_range, request brackets, commit
  *   compact.c     logical and physical compaction, the "kept" rule
@@ -14,18 +15,20 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "base.h"
 #include "mvcc.h"
 #include "record.h"
 
-/* Named LMDB databases, in one environment. */
+/* LMDB databases, in one environment. A commit rewrites the main
+ * database's page (it holds the named databases' roots), so the store's
+ * own records live there too rather than in a database of their own. */
 enum {
-  DB_KV,         /* user key -> kv_rec (latest version of live keys) */
-  DB_HIST,       /* BE64 main | BE64 sub -> hist_rec (every change) */
-  DB_KIDX,       /* user key -> sorted 17-byte dups (main, sub, type) */
+  DB_MAIN,       /* LMDB's main database: "mvcc.state", "mvcc.compact" */
+  DB_HIST,       /* BE64 main | BE64 sub -> hist_rec (every change, every value) */
+  DB_KIDX,       /* user key -> sorted 17-byte dups (main, sub, type); newest = current */
   DB_LEASE_KEYS, /* BE64 lease -> sorted user keys */
-  DB_META,       /* "state" -> store_state */
   DB_AUX,        /* DB_AUX + mvcc_aux_table */
   DB_COUNT = DB_AUX + MVCC_AUX_COUNT
 };
@@ -42,8 +45,11 @@ struct mvcc_txn {
   /* Write transactions only. */
   bool in_request;  /* between rev_begin and rev_end */
   int64_t sub;      /* changes so far in the current request */
-  bool state_dirty; /* st must be written back at commit */
+  bool state_dirty;   /* st's "mvcc.state" part must be written at commit */
+  bool compact_dirty; /* ... and its "mvcc.compact" part */
   int err;          /* sticky: a failed LMDB write poisons the txn */
+  uint64_t space_base;  /* pages in use when the txn began (space.c) */
+  uint64_t space_pages; /* bound on the pages it has used since */
   buf scratch;      /* prev copies handed out by mvcc_put */
   buf work;         /* compaction's list of entries to remove */
 };
@@ -63,6 +69,14 @@ struct mvcc_store {
   int data_fd;  /* LMDB's own descriptor for data.mdb */
   int lock_fd;  /* flock'd: one process per store */
   uint32_t psize;
+  bool writemap; /* MDB_WRITEMAP: the writer changes pages in the map */
+  uint8_t *map;  /* LMDB's map of data.mdb (space.c) */
+  size_t map_len;
+  bool prealloc;      /* fallocate works: the file is allocated ahead (space.c) */
+  uint64_t allocated; /* pages of data.mdb known allocated on disk */
+  bool release_map;   /* unmap the map's pages at checkpoints */
+  uint64_t shared_base; /* process's resident shared pages before the map's */
+  unsigned commits_unpolled; /* writer only: commits since space_after_commit looked */
 
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
@@ -105,7 +119,8 @@ struct mvcc_store {
 int mvcc_lmdb_err(int rc, const char *what);
 /* Cursor on db for this transaction, opened or renewed on first use. */
 int mvcc_cursor(mvcc_txn *t, int db, MDB_cursor **out);
-int mvcc_state_read(MDB_txn *txn, MDB_dbi meta, store_state *st);
+/* Reads both state records from the main database and checks them. */
+int mvcc_state_read(MDB_txn *txn, MDB_dbi main, store_state *st);
 void ticket_lock_acquire(ticket_lock *l);
 void ticket_lock_release(ticket_lock *l);
 
@@ -116,6 +131,47 @@ int mvcc_corrupt(const char *what, const void *key, size_t key_len);
 int mvcc_check_key(const uint8_t *key, size_t key_len);
 /* The revision reads at "current" see: a write txn's open request counts. */
 static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 0 ? 1 : 0); }
+
+/* Tests and benchmarks: LMDB's write mode for stores opened from now on
+ * (1: MDB_WRITEMAP, 0: pwrite, -1: the default, which the environment
+ * variable SYNOD_MVCC_WRITEMAP=0|1 overrides). */
+void mvcc_test_set_writemap(int mode);
+bool mvcc_test_writemap(const mvcc_store *s);
+
+/* ---------------------------------------------------------------- space.c */
+
+/* After the environment opened: finds the map; with WRITEMAP, allocates
+ * the used part of the file and a chunk ahead. */
+int space_open(mvcc_store *s);
+/* Whether fallocate works in dir (WRITEMAP is safe only then): 0 or -1. */
+int space_probe(const char *dir);
+/* Before a change that may use up to `pages` more pages: with WRITEMAP,
+ * makes sure the file is allocated that far, or poisons t with
+ * MVCC_ENOSPACE (disk full) / MVCC_EIO. Pages 0: the check before commit. */
+int space_reserve(mvcc_txn *t, uint64_t pages);
+/* A bound on the pages one change of a key and value may use. */
+uint64_t space_change_pages(const mvcc_store *s, size_t key_len, size_t value_len);
+/* Drops the map's page-table entries (the pages stay in the page cache).
+ * Between write transactions. */
+void space_release(mvcc_store *s);
+/* From the checkpoint thread, every SPACE_POLL_MS: if more than
+ * SPACE_RESIDENT of the file is mapped, takes the writer lock for a moment
+ * and releases the map. */
+void space_poll(mvcc_store *s);
+/* The writer, after each commit, still holding the writer lock: the same
+ * check every SPACE_POLL_COMMITS commits (a checkpoint's fdatasync can keep
+ * the checkpoint thread busy while the writer maps page after page). */
+void space_after_commit(mvcc_store *s);
+#define SPACE_RESIDENT (16ull << 20) /* at least; see over_budget */
+enum { SPACE_POLL_MS = 50, SPACE_POLL_COMMITS = 4 };
+#define SPACE_CHUNK (64ull << 20) /* fallocated ahead at a time */
+enum {
+  SPACE_CHANGE_PAGES = 48, /* per change: COW paths and splits of every tree it touches */
+  SPACE_DELETE_PAGES = 16, /* per record compaction removes */
+  SPACE_COMMIT_PAGES = 64, /* the commit itself: free list, main database */
+};
+/* Tests only: replaces fallocate (NULL: the real one), to inject ENOSPC. */
+void mvcc_test_set_fallocate(int (*fn)(int fd, off_t off, off_t len));
 
 /* ---------------------------------------------------------------- durability.c */
 
@@ -147,6 +203,14 @@ void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *dat
 
 /* ---------------------------------------------------------------- read.c */
 
+/* Positions a kidx cursor on the first key >= target (which may be longer
+ * than any stored key, or empty: the first key). */
+int kidx_seek_ge(MDB_cursor *c, const uint8_t *target, size_t n, MDB_val *k, MDB_val *d);
+/* The current version of key as t sees it (its newest kidx entry, value
+ * from hist): MVCC_OK, MVCC_ENOTFOUND (no entry, or the newest is a
+ * delete), or an error. kv points into the map; *sub (may be NULL) gets
+ * the version's sub revision. Leaves t's kidx cursor on the key. */
+int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub);
 /* The newest kidx entry of the key under the cursor with main <= rev.
  * Returns 0 (found), MDB_NOTFOUND (the key has none), or an LMDB error. The
  * cursor stays on this key. */

@@ -1,5 +1,8 @@
-/* Reads: range (current revision from `kv`, past revisions from `kidx`),
- * changes, get_before, lease_keys, hash. */
+/* Reads: range, changes, get_before, lease_keys, hash.
+ *
+ * Every read of keys goes through `kidx`: per key, the newest entry at or
+ * below the revision read (at the current revision, simply the newest),
+ * skipped if it is a delete, its value looked up in `hist`. */
 #include <string.h>
 
 #include "mvcc_int.h"
@@ -23,9 +26,9 @@ static bool span_everything(const mvcc_span *sp) {
   return sp->open_end && (sp->key_len == 0 || (sp->key_len == 1 && sp->key[0] == 0));
 }
 
-/* Walks the keys of a span in either direction over `kv` (one entry per
- * key) or `kidx` (dups per key: move by key). Span bounds may be longer than
- * any stored key; LMDB is only ever asked about at most MVCC_MAX_KEY bytes. */
+/* Walks the keys of a span in either direction over `kidx` (dups per key:
+ * move by key). Span bounds may be longer than any stored key; LMDB is only
+ * ever asked about at most MVCC_MAX_KEY bytes. */
 typedef struct {
   MDB_cursor *c;
   const mvcc_span *sp;
@@ -33,13 +36,14 @@ typedef struct {
   MDB_cursor_op next, prev;
 } walker;
 
-static int seek_ge(walker *w, const uint8_t *target, size_t n, MDB_val *k, MDB_val *d) {
-  if (n == 0) return mdb_cursor_get(w->c, k, d, MDB_FIRST);
+int kidx_seek_ge(MDB_cursor *c, const uint8_t *target, size_t n, MDB_val *k, MDB_val *d) {
+  if (n == 0) return mdb_cursor_get(c, k, d, MDB_FIRST);
   k->mv_data = (void *)target;
   k->mv_size = n > MVCC_MAX_KEY ? MVCC_MAX_KEY : n;
-  int rc = mdb_cursor_get(w->c, k, d, MDB_SET_RANGE);
+  int rc = mdb_cursor_get(c, k, d, MDB_SET_RANGE);
+  /* A target longer than any stored key was cut: skip what sorts below it. */
   while (rc == 0 && bytes_cmp(k->mv_data, k->mv_size, target, n) < 0)
-    rc = mdb_cursor_get(w->c, k, d, w->next);
+    rc = mdb_cursor_get(c, k, d, MDB_NEXT_NODUP);
   return rc;
 }
 
@@ -55,11 +59,11 @@ static int walk_first(walker *w, MDB_val *k, MDB_val *d) {
   const mvcc_span *sp = w->sp;
   int rc;
   if (!w->reverse) {
-    rc = seek_ge(w, sp->key, sp->key_len, k, d);
+    rc = kidx_seek_ge(w->c, sp->key, sp->key_len, k, d);
   } else if (sp->open_end) {
     rc = mdb_cursor_get(w->c, k, d, MDB_LAST);
   } else {
-    rc = seek_ge(w, sp->end, sp->end_len, k, d);
+    rc = kidx_seek_ge(w->c, sp->end, sp->end_len, k, d);
     if (rc == 0) rc = mdb_cursor_get(w->c, k, d, w->prev);
     else if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(w->c, k, d, MDB_LAST);
   }
@@ -88,63 +92,6 @@ static bool wants_more(const visit_state *v) { return v->counting || will_visit(
 
 static void visit(visit_state *v, const mvcc_kv *kv) {
   if (v->fn(v->arg, kv) != 0) v->stopped = true;
-}
-
-static void kv_from_rec(mvcc_kv *kv, const MDB_val *k, const kv_rec *r) {
-  kv->key = k->mv_data;
-  kv->key_len = k->mv_size;
-  kv->value = r->value;
-  kv->value_len = r->value_len;
-  kv->create_rev = r->create;
-  kv->mod_rev = r->mod;
-  kv->version = r->version;
-  kv->lease = r->lease;
-}
-
-/* The current revision: one `kv` entry per live key, value inline. */
-static int range_latest(mvcc_txn *t, const mvcc_span *sp, unsigned flags, visit_state *v) {
-  MDB_dbi dbi = t->s->dbi[DB_KV];
-  MDB_val k, d;
-  kv_rec r;
-  mvcc_kv kv;
-  if (span_single(sp)) {
-    k.mv_data = (void *)sp->key;
-    k.mv_size = sp->key_len;
-    int rc = mdb_get(t->txn, dbi, &k, &d);
-    if (rc == MDB_NOTFOUND) return MVCC_OK;
-    if (rc) return mvcc_lmdb_err(rc, "range");
-    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) return mvcc_corrupt("kv", k.mv_data, k.mv_size);
-    if (will_visit(v)) {
-      kv_from_rec(&kv, &k, &r);
-      visit(v, &kv);
-    }
-    v->n = 1;
-    return MVCC_OK;
-  }
-  int64_t total = -1;
-  if (v->counting && span_everything(sp)) {
-    MDB_stat st;
-    int rc = mdb_stat(t->txn, dbi, &st);
-    if (rc) return mvcc_lmdb_err(rc, "range");
-    total = (int64_t)st.ms_entries; /* O(1); walk only for the visits */
-    v->counting = false;
-  }
-  walker w = {.sp = sp, .reverse = flags & MVCC_RANGE_REVERSE, .next = MDB_NEXT, .prev = MDB_PREV};
-  int rc = mvcc_cursor(t, DB_KV, &w.c);
-  if (rc) return rc;
-  int lrc = wants_more(v) ? walk_first(&w, &k, &d) : MDB_NOTFOUND;
-  for (; lrc == 0; lrc = walk_next(&w, &k, &d)) {
-    if (will_visit(v)) {
-      if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) return mvcc_corrupt("kv", k.mv_data, k.mv_size);
-      kv_from_rec(&kv, &k, &r);
-      visit(v, &kv);
-    }
-    v->n++;
-    if (!wants_more(v)) break;
-  }
-  if (lrc && lrc != MDB_NOTFOUND) return mvcc_lmdb_err(lrc, "range");
-  if (total >= 0) v->n = total;
-  return MVCC_OK;
 }
 
 int kidx_version_at(MDB_cursor *c, MDB_val *key, int64_t rev, int64_t *main, int64_t *sub,
@@ -181,6 +128,28 @@ int hist_get(mvcc_txn *t, int64_t main, int64_t sub, hist_rec *out) {
   return MVCC_OK;
 }
 
+int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub_out) {
+  MDB_cursor *c;
+  int rc = mvcc_cursor(t, DB_KIDX, &c);
+  if (rc) return rc;
+  MDB_val k = {key_len, (void *)key}, d;
+  int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
+  if (lrc == 0) lrc = mdb_cursor_get(c, &k, &d, MDB_LAST_DUP);
+  if (lrc) return lrc == MDB_NOTFOUND ? MVCC_ENOTFOUND : mvcc_lmdb_err(lrc, "reading the key index");
+  int64_t main, sub;
+  bool del;
+  if (kidx_decode(d.mv_data, d.mv_size, &main, &sub, &del) < 0) return mvcc_corrupt("kidx", key, key_len);
+  if (del) return MVCC_ENOTFOUND;
+  hist_rec h;
+  rc = hist_get(t, main, sub, &h);
+  if (rc) return rc;
+  if (h.is_delete || bytes_cmp(h.key, h.key_len, key, key_len) != 0)
+    return mvcc_corrupt("kidx", key, key_len);
+  *kv = (mvcc_kv){h.key, h.key_len, h.value, h.value_len, h.create, main, h.version, h.lease};
+  if (sub_out) *sub_out = sub;
+  return MVCC_OK;
+}
+
 /* The key under the kidx cursor, as of rev: counted and visited if it
  * existed then. */
 static int past_key(mvcc_txn *t, MDB_cursor *c, MDB_val *k, int64_t rev, visit_state *v) {
@@ -204,8 +173,8 @@ static int past_key(mvcc_txn *t, MDB_cursor *c, MDB_val *k, int64_t rev, visit_s
   return MVCC_OK;
 }
 
-/* A past revision: per key, the newest kidx entry at or below rev. */
-static int range_past(mvcc_txn *t, const mvcc_span *sp, int64_t rev, unsigned flags, visit_state *v) {
+/* Per key, the newest kidx entry at or below rev. */
+static int range_at(mvcc_txn *t, const mvcc_span *sp, int64_t rev, unsigned flags, visit_state *v) {
   walker w = {.sp = sp, .reverse = flags & MVCC_RANGE_REVERSE, .next = MDB_NEXT_NODUP,
               .prev = MDB_PREV_NODUP};
   int rc = mvcc_cursor(t, DB_KIDX, &w.c);
@@ -219,7 +188,7 @@ static int range_past(mvcc_txn *t, const mvcc_span *sp, int64_t rev, unsigned fl
     if (lrc) return mvcc_lmdb_err(lrc, "range");
     return past_key(t, w.c, &k, rev, v);
   }
-  int lrc = walk_first(&w, &k, &d);
+  int lrc = wants_more(v) ? walk_first(&w, &k, &d) : MDB_NOTFOUND;
   for (; lrc == 0; lrc = walk_next(&w, &k, &d)) {
     rc = past_key(t, w.c, &k, rev, v);
     if (rc) return rc;
@@ -243,8 +212,15 @@ int mvcc_range(mvcc_txn *t, const mvcc_span *sp, int64_t rev, int64_t limit, uns
   if (span_empty(sp)) return MVCC_OK;
   visit_state v = {.fn = fn, .arg = arg, .limit = limit, .counting = count != NULL};
   if (!wants_more(&v)) return MVCC_OK;
-  rc = rev == cur ? range_latest(t, sp, flags, &v) : range_past(t, sp, rev, flags, &v);
-  if (!rc && count) *count = v.n;
+  /* The whole keyspace now: the live-key count in the state is O(1); walk
+   * only for what is visited. */
+  int64_t total = -1;
+  if (v.counting && rev == cur && span_everything(sp)) {
+    total = t->st.live_keys;
+    v.counting = false;
+  }
+  rc = wants_more(&v) ? range_at(t, sp, rev, flags, &v) : MVCC_OK;
+  if (!rc && count) *count = total >= 0 ? total : v.n;
   return rc;
 }
 
@@ -351,7 +327,6 @@ int mvcc_lease_keys(mvcc_txn *t, int64_t lease, mvcc_visit_fn fn, void *arg) {
   put_be64(lk, (uint64_t)lease);
   uint8_t last[MVCC_MAX_KEY];
   size_t last_len = 0;
-  MDB_dbi kvdbi = t->s->dbi[DB_KV];
   for (;;) {
     /* Re-seek after every visit, past the key visited last, so fn may
      * delete keys (revoking a lease does exactly that). */
@@ -374,17 +349,13 @@ int mvcc_lease_keys(mvcc_txn *t, int64_t lease, mvcc_visit_fn fn, void *arg) {
     if (d.mv_size < 1 || d.mv_size > MVCC_MAX_KEY) return mvcc_corrupt("lease_keys", lk, 8);
     memcpy(last, d.mv_data, d.mv_size);
     last_len = d.mv_size;
-    MDB_val kk = {last_len, last}, kd;
-    lrc = mdb_get(t->txn, kvdbi, &kk, &kd);
-    kv_rec r;
-    if (lrc == MDB_NOTFOUND) {
-      log_error("mvcc: lease %lld lists a key that does not exist", (long long)lease);
+    mvcc_kv kv;
+    rc = latest_get(t, last, last_len, &kv, NULL);
+    if (rc == MVCC_ENOTFOUND || (rc == MVCC_OK && kv.lease != lease)) {
+      log_error("mvcc: lease %lld lists a key that is not attached to it", (long long)lease);
       return MVCC_EIO;
     }
-    if (lrc) return mvcc_lmdb_err(lrc, "lease_keys");
-    if (kv_rec_decode(kd.mv_data, kd.mv_size, &r) < 0) return mvcc_corrupt("kv", last, last_len);
-    mvcc_kv kv;
-    kv_from_rec(&kv, &kk, &r);
+    if (rc) return rc;
     if (fn(arg, &kv) != 0) return MVCC_OK;
   }
 }

@@ -10,34 +10,6 @@
  * unsigned: anything with the top bit set is corrupt. */
 static bool fits_int64(uint64_t v) { return v <= (uint64_t)INT64_MAX; }
 
-/* ---------------------------------------------------------------- kv */
-
-void kv_rec_encode(uint8_t *out, const kv_rec *r) {
-  put_le64(out, (uint64_t)r->create);
-  put_le64(out + 8, (uint64_t)r->mod);
-  put_le64(out + 16, (uint64_t)r->mod_sub);
-  put_le64(out + 24, (uint64_t)r->version);
-  put_le64(out + 32, (uint64_t)r->lease);
-  if (r->value_len) memcpy(out + KV_REC_HDR, r->value, r->value_len);
-}
-
-int kv_rec_decode(const uint8_t *p, size_t n, kv_rec *out) {
-  if (n < KV_REC_HDR) return -1;
-  uint64_t create = get_le64(p), mod = get_le64(p + 8), sub = get_le64(p + 16),
-           version = get_le64(p + 24);
-  if (!fits_int64(create) || !fits_int64(mod) || !fits_int64(sub) || !fits_int64(version))
-    return -1;
-  if (create < 1 || mod < create || version < 1) return -1;
-  out->create = (int64_t)create;
-  out->mod = (int64_t)mod;
-  out->mod_sub = (int64_t)sub;
-  out->version = (int64_t)version;
-  out->lease = (int64_t)get_le64(p + 32);
-  out->value = p + KV_REC_HDR;
-  out->value_len = n - KV_REC_HDR;
-  return 0;
-}
-
 /* ---------------------------------------------------------------- hist */
 
 void hist_key_encode(uint8_t out[HIST_KEY_LEN], int64_t main, int64_t sub) {
@@ -105,34 +77,54 @@ int kidx_decode(const uint8_t *p, size_t n, int64_t *main, int64_t *sub, bool *i
 /* ---------------------------------------------------------------- state */
 
 void state_encode(uint8_t out[STATE_LEN], const store_state *st) {
-  put_le32(out, STATE_FORMAT);
-  put_le32(out + 4, 0);
-  put_le64(out + 8, (uint64_t)st->rev);
-  put_le64(out + 16, (uint64_t)st->compact_rev);
-  put_le64(out + 24, (uint64_t)st->compact_done_rev);
-  put_le64(out + 32, (uint64_t)st->compact_pos_main);
-  put_le64(out + 40, (uint64_t)st->compact_pos_sub);
-  put_le64(out + 48, st->applied_index);
-  put_le64(out + 56, st->applied_term);
+  put_le64(out, (uint64_t)st->rev);
+  put_le64(out + 8, st->applied_index);
+  put_le64(out + 16, st->applied_term);
+  put_le64(out + 24, (uint64_t)st->live_keys);
 }
 
 int state_decode(const uint8_t *p, size_t n, store_state *st) {
-  if (n != STATE_LEN || get_le32(p) != STATE_FORMAT || get_le32(p + 4) != 0) return -1;
-  uint64_t v[5];
-  for (int i = 0; i < 5; i++) {
+  if (n != STATE_LEN) return -1;
+  uint64_t rev = get_le64(p), live = get_le64(p + 24);
+  if (!fits_int64(rev) || rev < 1 || !fits_int64(live)) return -1;
+  st->rev = (int64_t)rev;
+  st->applied_index = get_le64(p + 8);
+  st->applied_term = get_le64(p + 16);
+  st->live_keys = (int64_t)live;
+  return 0;
+}
+
+void cstate_encode(uint8_t out[CSTATE_LEN], const store_state *st) {
+  put_le32(out, STATE_FORMAT);
+  put_le32(out + 4, 0);
+  put_le64(out + 8, (uint64_t)st->compact_rev);
+  put_le64(out + 16, (uint64_t)st->compact_done_rev);
+  put_le64(out + 24, (uint64_t)st->compact_pos_main);
+  put_le64(out + 32, (uint64_t)st->compact_pos_sub);
+}
+
+int cstate_decode(const uint8_t *p, size_t n, store_state *st) {
+  if (n < 4) return -1;
+  if (get_le32(p) != STATE_FORMAT) return -2;
+  if (n != CSTATE_LEN || get_le32(p + 4) != 0) return -1;
+  uint64_t v[4];
+  for (int i = 0; i < 4; i++) {
     v[i] = get_le64(p + 8 + 8 * i);
     if (!fits_int64(v[i])) return -1;
   }
-  /* 1 <= rev, 0 <= compact_done_rev <= compact_rev <= rev */
-  if (v[0] < 1 || v[1] > v[0] || v[2] > v[1]) return -1;
-  st->rev = (int64_t)v[0];
-  st->compact_rev = (int64_t)v[1];
-  st->compact_done_rev = (int64_t)v[2];
-  st->compact_pos_main = (int64_t)v[3];
-  st->compact_pos_sub = (int64_t)v[4];
-  st->applied_index = get_le64(p + 48);
-  st->applied_term = get_le64(p + 56);
+  if (v[1] > v[0]) return -1; /* physically ahead of the logical compaction */
+  st->compact_rev = (int64_t)v[0];
+  st->compact_done_rev = (int64_t)v[1];
+  st->compact_pos_main = (int64_t)v[2];
+  st->compact_pos_sub = (int64_t)v[3];
   return 0;
+}
+
+int state_check(const store_state *st) {
+  return st->compact_done_rev >= 0 && st->compact_done_rev <= st->compact_rev &&
+                 st->compact_rev <= st->rev
+             ? 0
+             : -1;
 }
 
 /* ---------------------------------------------------------------- lmdb meta */

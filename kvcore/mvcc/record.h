@@ -18,21 +18,9 @@
 
 #include "base.h"
 
-/* ---------------------------------------------------------------- kv
- * `kv` value: the latest version of a live key.
- *   LE64 create_main | LE64 mod_main | LE64 mod_sub | LE64 version | LE64 lease | value */
-enum { KV_REC_HDR = 40 };
-typedef struct {
-  int64_t create, mod, mod_sub, version, lease;
-  const uint8_t *value;
-  size_t value_len;
-} kv_rec;
-static inline size_t kv_rec_size(size_t value_len) { return KV_REC_HDR + value_len; }
-void kv_rec_encode(uint8_t *out, const kv_rec *r);
-int kv_rec_decode(const uint8_t *p, size_t n, kv_rec *out);
-
 /* ---------------------------------------------------------------- hist
- * `hist` key: BE64 main | BE64 sub. Value: one change.
+ * `hist` key: BE64 main | BE64 sub. Value: one change, the only copy of
+ * its value (a key's current version is its newest `kidx` entry).
  *   u8 type (0 put, 1 delete) | LE16 key_len | LE64 create | LE64 version | LE64 lease | key | value
  * A delete has create = version = lease = 0 and no value. */
 enum { HIST_KEY_LEN = 16, HIST_REC_HDR = 27 };
@@ -53,28 +41,42 @@ void hist_rec_encode(uint8_t *out, const hist_rec *r);
 int hist_rec_decode(const uint8_t *p, size_t n, hist_rec *out);
 
 /* ---------------------------------------------------------------- kidx
- * `kidx` duplicate (per user key, sorted): BE64 main | BE64 sub | u8 type. */
+ * `kidx` duplicate (per user key, sorted = revision order): BE64 main |
+ * BE64 sub | u8 type (0 put, 1 delete). The newest is the key's current
+ * version; a key whose newest is a delete does not exist now. */
 enum { KIDX_LEN = 17 };
 void kidx_encode(uint8_t out[KIDX_LEN], int64_t main, int64_t sub, bool is_delete);
 int kidx_decode(const uint8_t *p, size_t n, int64_t *main, int64_t *sub, bool *is_delete);
 
 /* ---------------------------------------------------------------- state
- * `meta` record "state": the store's counters, written with every commit
- * that changes them.
- *   LE32 format (1) | LE32 flags (0) | LE64 rev | LE64 compact_rev |
- *   LE64 compact_done_rev | LE64 compact_pos_main | LE64 compact_pos_sub |
- *   LE64 applied_index | LE64 applied_term */
-enum { STATE_LEN = 64, STATE_FORMAT = 1 };
+ * The store's counters, as two records in LMDB's main database (beside the
+ * named databases' own records, whose page every commit rewrites anyway):
+ *
+ * "mvcc.state", written by every commit that changes it:
+ *   LE64 rev | LE64 applied_index | LE64 applied_term | LE64 live_keys
+ * "mvcc.compact", written only when compaction moves; it carries the
+ * format, so a store of another layout is refused at open:
+ *   LE32 format (2) | LE32 flags (0) | LE64 compact_rev |
+ *   LE64 compact_done_rev | LE64 compact_pos_main | LE64 compact_pos_sub */
+enum { STATE_LEN = 32, CSTATE_LEN = 40, STATE_FORMAT = 2 };
 typedef struct {
   int64_t rev;              /* current main revision (1 when empty) */
+  uint64_t applied_index, applied_term;
+  int64_t live_keys;        /* keys whose newest version is not a delete */
   int64_t compact_rev;      /* logical compaction: reads below fail */
   int64_t compact_done_rev; /* physical compaction finished up to here */
   int64_t compact_pos_main; /* next hist entry the physical pass examines */
   int64_t compact_pos_sub;
-  uint64_t applied_index, applied_term;
 } store_state;
 void state_encode(uint8_t out[STATE_LEN], const store_state *st);
 int state_decode(const uint8_t *p, size_t n, store_state *st);
+void cstate_encode(uint8_t out[CSTATE_LEN], const store_state *st);
+/* Returns -2 (not -1) for a well-formed record of another format, so the
+ * caller can say so. */
+int cstate_decode(const uint8_t *p, size_t n, store_state *st);
+/* Checks what relates the two records: 0 <= compact_done_rev <=
+ * compact_rev <= rev. */
+int state_check(const store_state *st);
 
 /* ---------------------------------------------------------------- lmdb meta
  * The fields of an LMDB 0.9 meta page (pages 0 and 1 of data.mdb) that the

@@ -10,8 +10,9 @@
 
 #include "mvcc_int.h"
 
+/* NULL: LMDB's main database. */
 static const char *const db_names[DB_COUNT] = {
-    "kv", "hist", "kidx", "lease_keys", "meta",
+    NULL, "hist", "kidx", "lease_keys",
     "aux_meta", "aux_leases", "aux_members", "aux_alarms", "aux_auth",
 };
 static const unsigned db_flags[DB_COUNT] = {
@@ -26,7 +27,29 @@ enum {
 #define DEFAULT_MAP_SIZE (8ull << 30)
 #define DEFAULT_CHECKPOINT_MS 1000
 
-static const uint8_t state_key[] = "state";
+static const uint8_t state_key[] = "mvcc.state", cstate_key[] = "mvcc.compact";
+
+static int test_writemap = -1;
+void mvcc_test_set_writemap(int mode) { test_writemap = mode; }
+bool mvcc_test_writemap(const mvcc_store *s) { return s->writemap; }
+
+/* Whether checkpoints unmap the map's pages (space_release):
+ * SYNOD_MVCC_RELEASE=0|1 for benchmarks. */
+static bool use_release(void) {
+  const char *e = getenv("SYNOD_MVCC_RELEASE");
+  if (e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0)) return e[0] == '1';
+  return true;
+}
+
+/* The write mode: see mvcc_test_set_writemap. */
+static bool use_writemap(void) {
+  if (test_writemap >= 0) return test_writemap == 1;
+  const char *e = getenv("SYNOD_MVCC_WRITEMAP");
+  if (e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0)) return e[0] == '1';
+  /* pwrite: measured as fast in the server, and a third of WRITEMAP's
+   * resident memory (docs/storage.md, "Write mode"). */
+  return false;
+}
 
 const char *mvcc_strerror(int rc) {
   switch (rc) {
@@ -46,6 +69,10 @@ int mvcc_lmdb_err(int rc, const char *what) {
   switch (rc) {
   case MDB_SUCCESS: return MVCC_OK;
   case MDB_NOTFOUND: return MVCC_ENOTFOUND;
+  case ENOSPC:
+  case EDQUOT:
+    log_warn("mvcc: %s: the disk is full", what);
+    return MVCC_ENOSPACE;
   case MDB_MAP_FULL:
     log_warn("mvcc: %s: database space exceeded (raise the map size or compact)", what);
     return MVCC_ENOSPACE;
@@ -104,22 +131,48 @@ void ticket_lock_release(ticket_lock *l) {
 
 /* ---------------------------------------------------------------- state */
 
-int mvcc_state_read(MDB_txn *txn, MDB_dbi meta, store_state *st) {
+int mvcc_state_read(MDB_txn *txn, MDB_dbi main, store_state *st) {
   MDB_val k = {sizeof state_key - 1, (void *)state_key}, v;
-  int rc = mdb_get(txn, meta, &k, &v);
+  int rc = mdb_get(txn, main, &k, &v);
   if (rc) return mvcc_lmdb_err(rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc, "reading store state");
   if (state_decode(v.mv_data, v.mv_size, st) < 0) {
     log_error("mvcc: corrupt store state record (%zu bytes)", v.mv_size);
     return MVCC_EIO;
   }
+  k = (MDB_val){sizeof cstate_key - 1, (void *)cstate_key};
+  rc = mdb_get(txn, main, &k, &v);
+  if (rc) return mvcc_lmdb_err(rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc, "reading compaction state");
+  rc = cstate_decode(v.mv_data, v.mv_size, st);
+  if (rc == -2) {
+    log_error("mvcc: the store is of format %u; this build reads format %d only",
+              get_le32(v.mv_data), STATE_FORMAT);
+    return MVCC_EIO;
+  }
+  if (rc < 0 || state_check(st) < 0) {
+    log_error("mvcc: corrupt store state records");
+    return MVCC_EIO;
+  }
   return MVCC_OK;
 }
 
+/* Writes back what changed: the hot record on most commits, the
+ * compaction record only when compaction moved. */
 static int state_write(mvcc_txn *t) {
-  uint8_t rec[STATE_LEN];
-  state_encode(rec, &t->st);
-  MDB_val k = {sizeof state_key - 1, (void *)state_key}, v = {STATE_LEN, rec};
-  return mdb_put(t->txn, t->s->dbi[DB_META], &k, &v, 0);
+  MDB_dbi main = t->s->dbi[DB_MAIN];
+  int rc = 0;
+  if (t->state_dirty) {
+    uint8_t rec[STATE_LEN];
+    state_encode(rec, &t->st);
+    MDB_val k = {sizeof state_key - 1, (void *)state_key}, v = {STATE_LEN, rec};
+    rc = mdb_put(t->txn, main, &k, &v, 0);
+  }
+  if (!rc && t->compact_dirty) {
+    uint8_t rec[CSTATE_LEN];
+    cstate_encode(rec, &t->st);
+    MDB_val k = {sizeof cstate_key - 1, (void *)cstate_key}, v = {CSTATE_LEN, rec};
+    rc = mdb_put(t->txn, main, &k, &v, 0);
+  }
+  return rc;
 }
 
 /* ---------------------------------------------------------------- cursors */
@@ -148,9 +201,9 @@ static void close_cursors(mvcc_txn *t) {
 
 /* ---------------------------------------------------------------- opening */
 
-/* Opens every named database. An existing store is opened read-only, so
- * nothing is written before the first checkpoint pins the current snapshot;
- * only a brand-new environment gets a write transaction that creates them. */
+/* Opens every database. An existing store is opened read-only, so nothing
+ * is written before the first checkpoint pins the current snapshot; only a
+ * brand-new environment gets a write transaction that creates them. */
 static int open_databases(mvcc_store *s, bool *created) {
   MDB_txn *txn;
   int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
@@ -158,15 +211,24 @@ static int open_databases(mvcc_store *s, bool *created) {
   int found = 0;
   for (int i = 0; i < DB_COUNT; i++) {
     rc = mdb_dbi_open(txn, db_names[i], db_flags[i], &s->dbi[i]);
-    if (rc == 0) found++;
-    else if (rc != MDB_NOTFOUND) {
-      mdb_txn_abort(txn);
-      return mvcc_lmdb_err(rc, "opening a database");
-    }
+    if (rc == 0) found += db_names[i] != NULL;
+    else if (rc != MDB_NOTFOUND) break;
   }
-  if (found == DB_COUNT) {
+  /* Format 1 kept the latest versions in a database of its own. */
+  MDB_dbi old;
+  if ((!rc || rc == MDB_NOTFOUND) && mdb_dbi_open(txn, "kv", 0, &old) == 0) {
+    mdb_txn_abort(txn);
+    log_error("mvcc: %s holds a store of format 1; this build reads format %d only (there is no "
+              "migration: restore from a snapshot into an empty directory)", s->dir, STATE_FORMAT);
+    return MVCC_EIO;
+  }
+  if (rc && rc != MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return mvcc_lmdb_err(rc, "opening a database");
+  }
+  if (found == DB_COUNT - 1) {
     store_state st;
-    rc = mvcc_state_read(txn, s->dbi[DB_META], &st);
+    rc = mvcc_state_read(txn, s->dbi[DB_MAIN], &st);
     if (rc) {
       mdb_txn_abort(txn);
       return rc;
@@ -177,7 +239,7 @@ static int open_databases(mvcc_store *s, bool *created) {
   mdb_txn_abort(txn);
   if (found != 0) {
     log_error("mvcc: %s: only %d of %d databases exist; not a Synod store of this version",
-              s->dir, found, DB_COUNT);
+              s->dir, found, DB_COUNT - 1);
     return MVCC_EIO;
   }
   rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -185,7 +247,7 @@ static int open_databases(mvcc_store *s, bool *created) {
   for (int i = 0; i < DB_COUNT && !rc; i++)
     rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | MDB_CREATE, &s->dbi[i]);
   if (!rc) {
-    mvcc_txn t = {.s = s, .txn = txn, .st = {.rev = 1}};
+    mvcc_txn t = {.s = s, .txn = txn, .st = {.rev = 1}, .state_dirty = true, .compact_dirty = true};
     rc = state_write(&t);
   }
   if (rc) {
@@ -257,13 +319,21 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   if (!rc) rc = durability_prepare(s, &restored, &restored_txnid);
   if (!rc) {
     int lrc = mdb_env_create(&s->env);
-    if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT);
+    if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT + 1); /* and format 1's kv */
     if (!lrc) lrc = mdb_env_set_maxreaders(s->env, MAX_READERS);
     if (!lrc) lrc = mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE);
     /* NOSYNC: commits never fsync (the caller's log is the durability point,
      * checkpoints make the file durable). NOTLS: read transactions are not
      * tied to threads, so the pool and the checkpoint pin can move. */
-    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS, 0600);
+    s->writemap = use_writemap();
+    s->prealloc = space_probe(s->dir) == 0;
+    if (s->writemap && !s->prealloc) {
+      /* Without fallocate a full disk would be a SIGBUS in WRITEMAP mode. */
+      log_warn("mvcc: %s: the filesystem cannot preallocate; writing with pwrite", s->dir);
+      s->writemap = false;
+    }
+    s->release_map = use_release();
+    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
     if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
     MDB_stat st;
     if (!lrc) lrc = mdb_env_stat(s->env, &st);
@@ -276,6 +346,7 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   }
   bool created = false;
   if (!rc) rc = open_databases(s, &created);
+  if (!rc) rc = space_open(s);
   if (!rc && restored) {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -340,7 +411,7 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
       return mvcc_lmdb_err(rc, "beginning a read transaction");
     }
   }
-  rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
+  rc = mvcc_state_read(t->txn, s->dbi[DB_MAIN], &t->st);
   if (rc) {
     mvcc_txn_end(t);
     return rc;
@@ -357,6 +428,7 @@ static int write_finish(mvcc_txn *t, bool commit) {
   if (commit) lrc = mdb_txn_commit(t->txn);
   else mdb_txn_abort(t->txn);
   t->txn = NULL;
+  if (commit && !lrc) space_after_commit(t->s); /* between write transactions */
   ticket_lock_release(&t->s->wlock);
   return lrc;
 }
@@ -391,14 +463,18 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   mvcc_txn *t = &s->wtxn;
   t->in_request = false;
   t->sub = 0;
-  t->state_dirty = false;
+  t->state_dirty = t->compact_dirty = false;
   t->err = MVCC_OK;
   int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
   if (rc) {
     ticket_lock_release(&s->wlock);
     return mvcc_lmdb_err(rc, "beginning a write transaction");
   }
-  rc = mvcc_state_read(t->txn, s->dbi[DB_META], &t->st);
+  MDB_envinfo info;
+  mdb_env_info(s->env, &info); /* the newest commit, which this txn starts from */
+  t->space_base = (uint64_t)info.me_last_pgno + 1;
+  t->space_pages = 0;
+  rc = mvcc_state_read(t->txn, s->dbi[DB_MAIN], &t->st);
   if (rc) {
     write_finish(t, false);
     return rc;
@@ -415,7 +491,8 @@ int mvcc_write_commit(mvcc_txn *t) {
   }
   if (t->in_request) mvcc_rev_end(t);
   int rc = t->err;
-  if (!rc && t->state_dirty) {
+  if (!rc) rc = space_reserve(t, 0);
+  if (!rc && (t->state_dirty || t->compact_dirty)) {
     int lrc = state_write(t);
     if (lrc) rc = mvcc_lmdb_err(lrc, "writing store state");
   }
@@ -448,20 +525,13 @@ void mvcc_applied(const mvcc_txn *t, uint64_t *index, uint64_t *term) {
 
 int mvcc_stats_get(mvcc_store *s, mvcc_stats *out) {
   if (!s || !out) return MVCC_EINVAL;
-  struct stat fst;
-  if (fstat(s->data_fd, &fst) < 0) {
-    log_error("mvcc: fstat data.mdb: %s", strerror(errno));
-    return MVCC_EIO;
-  }
   mvcc_txn *t;
   int rc = mvcc_read_begin(s, &t);
   if (rc) return rc;
-  MDB_stat kst;
   MDB_envinfo info;
   MDB_cursor *fc = NULL;
   uint64_t free_pages = 0;
-  int lrc = mdb_stat(t->txn, s->dbi[DB_KV], &kst);
-  if (!lrc) lrc = mdb_env_info(s->env, &info);
+  int lrc = mdb_env_info(s->env, &info);
   /* dbi 0 is LMDB's free-page database: each record lists pages freed by
    * one transaction, the count first. */
   if (!lrc) lrc = mdb_cursor_open(t->txn, 0, &fc);
@@ -474,12 +544,14 @@ int mvcc_stats_get(mvcc_store *s, mvcc_stats *out) {
   }
   if (lrc == MDB_NOTFOUND) lrc = 0;
   if (fc) mdb_cursor_close(fc);
+  int64_t keys = t->st.live_keys;
   mvcc_txn_end(t);
   if (lrc) return mvcc_lmdb_err(lrc, "reading statistics");
-  uint64_t used_pages = (uint64_t)info.me_last_pgno + 1;
-  used_pages = used_pages > free_pages ? used_pages - free_pages : 0;
-  out->db_size = (int64_t)fst.st_size;
-  out->db_size_in_use = (int64_t)(used_pages * s->psize);
-  out->keys = (int64_t)kst.ms_entries;
+  /* The pages LMDB has used, not the file's length: with MDB_WRITEMAP the
+   * file is as long as the map (sparse beyond what is allocated). */
+  uint64_t pages = (uint64_t)info.me_last_pgno + 1;
+  out->db_size = (int64_t)(pages * s->psize);
+  out->db_size_in_use = (int64_t)((pages > free_pages ? pages - free_pages : 0) * s->psize);
+  out->keys = keys;
   return MVCC_OK;
 }

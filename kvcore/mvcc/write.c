@@ -1,9 +1,10 @@
 /* Writes: requests (revision brackets), put, delete_range.
  *
- * One change touches: `kv` (latest version, or its removal), `hist` (the
- * change record, appended: revisions only grow), `kidx` (one 17-byte dup)
- * and, when the lease changes, `lease_keys`. The store state (revision,
- * applied index) is written once per commit, not per change.
+ * One change touches: `hist` (the change record with the value, appended:
+ * revisions only grow, so it lands on the rightmost page), `kidx` (one
+ * 17-byte dup, which becomes the key's newest: one random leaf) and, when
+ * the lease changes, `lease_keys`. The store state (revision, applied
+ * index, live keys) is written once per commit, not per change.
  */
 #include <string.h>
 
@@ -39,8 +40,9 @@ int64_t mvcc_rev_end(mvcc_txn *t) {
 }
 
 /* Writes the history record and the key-index entry of one change at
- * {rev+1, sub}. */
-static int record_change(mvcc_txn *t, const hist_rec *h) {
+ * {rev+1, sub}. c, if not NULL, is t's kidx cursor still on this key (from
+ * latest_get): LMDB then finds the key within the page it is on. */
+static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h) {
   int64_t main = t->st.rev + 1, sub = t->sub;
   uint8_t hk[HIST_KEY_LEN], dup[KIDX_LEN];
   hist_key_encode(hk, main, sub);
@@ -52,7 +54,14 @@ static int record_change(mvcc_txn *t, const hist_rec *h) {
   hist_rec_encode(d.mv_data, h);
   kidx_encode(dup, main, sub, h->is_delete);
   MDB_val ik = {h->key_len, (void *)h->key}, id = {KIDX_LEN, dup};
-  lrc = mdb_put(t->txn, t->s->dbi[DB_KIDX], &ik, &id, 0);
+  /* MDB_APPENDDUP: the new entry sorts after every other of the key (LMDB
+   * checks, and a big dup set is appended to without a search). */
+  if (c) lrc = mdb_cursor_put(c, &ik, &id, MDB_APPENDDUP);
+  else lrc = mdb_put(t->txn, t->s->dbi[DB_KIDX], &ik, &id, MDB_APPENDDUP);
+  if (lrc == MDB_KEYEXIST) {
+    log_error("mvcc: the key index holds a revision above the store's");
+    lrc = MDB_CORRUPTED;
+  }
   if (lrc) return fail(t, lrc, "writing the key index");
   t->sub++;
   return MVCC_OK;
@@ -82,13 +91,14 @@ static int lease_move(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t f
 
 /* Copies a version into the transaction's scratch buffer, so *prev
  * survives the write that replaces it. */
-static void copy_prev(mvcc_txn *t, const uint8_t *key, size_t key_len, const kv_rec *r, mvcc_kv *prev) {
+static void copy_prev(mvcc_txn *t, const mvcc_kv *old, mvcc_kv *prev) {
   buf *b = &t->scratch;
   b->len = 0;
-  buf_append(b, key, key_len);
-  buf_append(b, r->value, r->value_len);
-  *prev = (mvcc_kv){b->data, key_len, b->data + key_len, r->value_len, r->create, r->mod,
-                    r->version, r->lease};
+  buf_append(b, old->key, old->key_len);
+  buf_append(b, old->value, old->value_len);
+  *prev = *old;
+  prev->key = b->data;
+  prev->value = b->data + old->key_len;
 }
 
 int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *value,
@@ -98,41 +108,34 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   rc = mvcc_check_key(key, key_len);
   if (rc) return rc;
   if (value_len && !value) return MVCC_EINVAL;
-  /* One cursor finds the old version and, for an existing key, overwrites
-   * it in place (MDB_CURRENT): one descent of `kv`, not two. */
-  MDB_cursor *c;
-  rc = mvcc_cursor(t, DB_KV, &c);
-  if (rc) return rc;
-  MDB_val k = {key_len, (void *)key}, d;
-  kv_rec old;
-  int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
-  bool existed = lrc == 0;
-  if (lrc && lrc != MDB_NOTFOUND) return fail(t, lrc, "put");
-  if (existed && kv_rec_decode(d.mv_data, d.mv_size, &old) < 0) return mvcc_corrupt("kv", key, key_len);
+  /* The current version (one kidx descent, one hist lookup) gives the
+   * create revision, the version number, the lease and *prev. */
+  mvcc_kv old;
+  rc = latest_get(t, key, key_len, &old, NULL);
+  bool existed = rc == MVCC_OK;
+  if (rc && rc != MVCC_ENOTFOUND) return rc; /* nothing written yet: not poisoned */
   if (prev) {
-    if (existed) copy_prev(t, key, key_len, &old, prev);
+    if (existed) copy_prev(t, &old, prev);
     else *prev = (mvcc_kv){0};
   }
+  int64_t old_lease = existed ? old.lease : 0;
 
   bool implicit = !t->in_request;
   t->in_request = true;
   int64_t main = t->st.rev + 1;
-  kv_rec r = {.create = existed ? old.create : main, .mod = main, .mod_sub = t->sub,
-              .version = existed ? old.version + 1 : 1, .lease = lease, .value = value,
-              .value_len = value_len};
-  int64_t old_lease = existed ? old.lease : 0;
-  d.mv_size = kv_rec_size(value_len);
-  d.mv_data = NULL;
-  k.mv_data = (void *)key;
-  k.mv_size = key_len;
-  lrc = mdb_cursor_put(c, &k, &d, MDB_RESERVE | (existed ? MDB_CURRENT : 0));
-  if (lrc) return fail(t, lrc, "put");
-  kv_rec_encode(d.mv_data, &r);
-  hist_rec h = {.key = key, .key_len = key_len, .create = r.create, .version = r.version,
-                .lease = lease, .value = value, .value_len = value_len};
-  rc = record_change(t, &h);
+  hist_rec h = {.key = key, .key_len = key_len, .create = existed ? old.create_rev : main,
+                .version = existed ? old.version + 1 : 1, .lease = lease, .value = value,
+                .value_len = value_len};
+  rc = space_reserve(t, space_change_pages(t->s, key_len, value_len));
+  if (rc) return rc;
+  MDB_cursor *c = t->cur[DB_KIDX]; /* on the key, or where it would be */
+  rc = record_change(t, c, &h);
   if (!rc) rc = lease_move(t, key, key_len, old_lease, lease);
   if (rc) return rc;
+  if (!existed) {
+    t->st.live_keys++;
+    t->state_dirty = true;
+  }
   if (implicit) mvcc_rev_end(t);
   return MVCC_OK;
 }
@@ -141,13 +144,36 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
  * walking cursor: the visitor ran in between and may have read through this
  * transaction. */
 static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t lease) {
-  MDB_val k = {key_len, (void *)key};
-  int lrc = mdb_del(t->txn, t->s->dbi[DB_KV], &k, NULL);
-  if (lrc) return fail(t, lrc, "delete");
   hist_rec h = {.is_delete = true, .key = key, .key_len = key_len};
-  int rc = record_change(t, &h);
+  int rc = space_reserve(t, space_change_pages(t->s, key_len, 0));
+  if (!rc) rc = record_change(t, NULL, &h);
   if (!rc) rc = lease_move(t, key, key_len, lease, 0);
+  if (!rc) {
+    t->st.live_keys--;
+    t->state_dirty = true;
+  }
   return rc;
+}
+
+/* From the key under the kidx cursor on, the first whose newest entry is
+ * not a delete, within the span; MDB_NOTFOUND if none. */
+static int next_live(MDB_cursor *c, const mvcc_span *sp, bool single, int lrc,
+                     MDB_val *k, int64_t *main, int64_t *sub) {
+  for (; lrc == 0; lrc = mdb_cursor_get(c, k, &(MDB_val){0}, MDB_NEXT_NODUP)) {
+    if (!single && !sp->open_end && bytes_cmp(k->mv_data, k->mv_size, sp->end, sp->end_len) >= 0)
+      return MDB_NOTFOUND;
+    MDB_val d;
+    lrc = mdb_cursor_get(c, k, &d, MDB_LAST_DUP);
+    if (lrc) return lrc;
+    bool del;
+    if (kidx_decode(d.mv_data, d.mv_size, main, sub, &del) < 0) {
+      mvcc_corrupt("kidx", k->mv_data, k->mv_size);
+      return MDB_CORRUPTED;
+    }
+    if (!del) return 0;
+    if (single) return MDB_NOTFOUND;
+  }
+  return lrc;
 }
 
 int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted, void *arg,
@@ -163,42 +189,49 @@ int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted
   if (!sp->open_end && sp->end && bytes_cmp(sp->end, sp->end_len, sp->key, sp->key_len) <= 0)
     return MVCC_OK;
 
-  MDB_cursor *c;
-  rc = mvcc_cursor(t, DB_KV, &c);
-  if (rc) return rc;
   bool implicit = !t->in_request;
   t->in_request = true;
-  /* Re-seek after each deletion from a copy of the deleted key: no cursor
-   * state is trusted across a delete. */
+  /* Keys stay in kidx (a delete adds a tombstone entry), so after each
+   * deletion the walk re-seeks past a copy of the deleted key: the visitor
+   * ran in between and may have moved the shared cursor. */
   uint8_t from[MVCC_MAX_KEY];
-  size_t from_len = sp->key_len > MVCC_MAX_KEY ? MVCC_MAX_KEY : sp->key_len;
-  if (from_len) memcpy(from, sp->key, from_len);
+  size_t from_len = 0;
   int64_t n = 0;
   for (;;) {
-    MDB_val k = {from_len, from}, d;
+    MDB_cursor *c;
+    rc = mvcc_cursor(t, DB_KIDX, &c);
+    if (rc) return rc;
+    MDB_val k, d;
     int lrc;
-    if (single) lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
-    else if (from_len == 0) lrc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-    else lrc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-    /* A start key longer than any stored key was cut: skip what sorts below it. */
-    while (lrc == 0 && !single && n == 0 && bytes_cmp(k.mv_data, k.mv_size, sp->key, sp->key_len) < 0)
-      lrc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+    if (single) {
+      k = (MDB_val){sp->key_len, (void *)sp->key};
+      lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
+    } else if (n == 0) {
+      lrc = kidx_seek_ge(c, sp->key, sp->key_len, &k, &d);
+    } else {
+      k = (MDB_val){from_len, from};
+      lrc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+      if (lrc == 0 && bytes_cmp(k.mv_data, k.mv_size, from, from_len) == 0)
+        lrc = mdb_cursor_get(c, &k, &d, MDB_NEXT_NODUP);
+    }
+    int64_t main, sub;
+    lrc = next_live(c, sp, single, lrc, &k, &main, &sub);
     if (lrc == MDB_NOTFOUND) break;
+    /* Keys before this one may be gone already: never commit half a request. */
+    if (lrc == MDB_CORRUPTED) return t->err = MVCC_EIO;
     if (lrc) return fail(t, lrc, "delete");
-    if (!single && !sp->open_end && bytes_cmp(k.mv_data, k.mv_size, sp->end, sp->end_len) >= 0) break;
-    kv_rec r;
-    if (kv_rec_decode(d.mv_data, d.mv_size, &r) < 0) {
-      /* Keys before this one may be gone already: never commit half a request. */
-      t->err = mvcc_corrupt("kv", k.mv_data, k.mv_size);
-      return t->err;
-    }
-    if (on_deleted) {
-      mvcc_kv kv = {k.mv_data, k.mv_size, r.value, r.value_len, r.create, r.mod, r.version, r.lease};
-      on_deleted(arg, &kv); /* a notification: every key in the span goes */
-    }
     from_len = k.mv_size;
     memcpy(from, k.mv_data, from_len);
-    rc = delete_one(t, from, from_len, r.lease);
+    hist_rec h;
+    rc = hist_get(t, main, sub, &h);
+    if (!rc && (h.is_delete || bytes_cmp(h.key, h.key_len, from, from_len) != 0))
+      rc = mvcc_corrupt("kidx", from, from_len);
+    if (rc) return t->err = rc;
+    if (on_deleted) {
+      mvcc_kv kv = {h.key, h.key_len, h.value, h.value_len, h.create, main, h.version, h.lease};
+      on_deleted(arg, &kv); /* a notification: every key in the span goes */
+    }
+    rc = delete_one(t, from, from_len, h.lease);
     if (rc) return rc;
     n++;
     if (single) break;

@@ -83,6 +83,9 @@ typedef struct {
   size_t n_listen;
   size_t max_recv_bytes; /* largest message accepted; 0: 4 MiB */
   int threads;           /* completion-queue threads; 0: 2 */
+  /* Shortest interval at which clients may ping without data; 0: 5000 ms
+   * (etcd's client policy). Peers ping faster to notice a dead link. */
+  int min_ping_interval_ms;
 } rpc_server_options;
 
 /* Process-wide setup and teardown of gRPC; call once each from main. */
@@ -138,5 +141,51 @@ const uint8_t *rpc_stream_metadata(const rpc_stream *s, const char *key, size_t 
  * may still call rpc_stream_send). */
 void rpc_stream_ref(rpc_stream *s);
 void rpc_stream_unref(rpc_stream *s);
+
+/* ---------------------------------------------------------------- clients
+ *
+ * Outgoing calls, for members talking to each other. Completions run on one
+ * client thread; callbacks must not block. */
+
+typedef struct rpc_channel rpc_channel;
+typedef struct rpc_client_stream rpc_client_stream;
+
+/* A connection to "host:port" that reconnects by itself (with back-off) and
+ * pings every keepalive_ms to notice a dead peer (0: 2000). */
+rpc_channel *rpc_channel_open(const char *target, int keepalive_ms);
+/* Cancels the channel's calls, waits until they are released, frees it. */
+void rpc_channel_close(rpc_channel *ch);
+
+/* A unary call. done runs exactly once on the client thread: with the
+ * decoded response (freed after done returns) and RPC_OK, or with NULL and
+ * the failure. */
+typedef void (*rpc_unary_done)(void *arg, rpc_code code, const char *message, const ProtobufCMessage *resp);
+void rpc_call_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done,
+                    void *arg);
+
+/* A stream to a server. Messages from the server (if resp_type is set) go to
+ * on_message; on_closed runs exactly once when the call ends for any reason,
+ * after which nothing more is delivered. Both run on the client thread. The
+ * stream is freed soon after on_closed returns: a caller that sends from
+ * other threads must stop using it inside on_closed (under its own lock). */
+typedef struct {
+  const ProtobufCMessageDescriptor *resp_type; /* NULL: the server sends nothing */
+  void (*on_message)(void *arg, const ProtobufCMessage *msg);
+  void (*on_closed)(void *arg, rpc_code code, const char *message);
+  void *arg;
+} rpc_client_stream_handler;
+
+/* NULL if the call cannot even start (then no callback runs). */
+rpc_client_stream *rpc_client_stream_open(rpc_channel *ch, const char *method,
+                                          const rpc_client_stream_handler *h);
+/* Queues a message; -1 once the stream is closed or closing. */
+int rpc_client_stream_send(rpc_client_stream *s, const ProtobufCMessage *msg);
+/* Queues bytes already encoded as the method's request message. */
+int rpc_client_stream_send_raw(rpc_client_stream *s, const void *bytes, size_t len);
+size_t rpc_client_stream_queued(rpc_client_stream *s);
+/* Ends the stream: half-closes after the queue drains (graceful) or cancels
+ * at once. Either way on_closed follows, and s must not be used afterwards. */
+void rpc_client_stream_close(rpc_client_stream *s, bool graceful);
 
 #endif

@@ -187,7 +187,7 @@ int rpc_server_start(const rpc_server_options *opt, const rpc_method *methods, s
        .value.integer = opt->max_recv_bytes ? (int)opt->max_recv_bytes : 4 << 20},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = -1},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-       .value.integer = 5000},
+       .value.integer = opt->min_ping_interval_ms > 0 ? opt->min_ping_interval_ms : 5000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 0},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 2 * 3600 * 1000},

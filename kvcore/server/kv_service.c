@@ -6,13 +6,13 @@
 #include "kv.h"
 #include "node.h"
 #include "pipeline.h"
+#include "reads.h"
 #include "services.h"
 
-static void kv_range_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
-  node *n = ctx;
+/* Serves a Range from this member's applied state. */
+static void range_now(node *n, rpc_call *call, const ProtobufCMessage *m) {
   const Etcdserverpb__RangeRequest *r = (const Etcdserverpb__RangeRequest *)m;
-  const rpc_error *e = kv_check_range(r);
-  if (e) return rpc_fail_with(call, e);
+  const rpc_error *e;
   mvcc_txn *t;
   if (mvcc_read_begin(n->store, &t) != MVCC_OK) return rpc_fail_with(call, &ERR_INTERNAL);
   arena *a = node_thread_arena();
@@ -27,6 +27,18 @@ static void kv_range_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   }
   mvcc_txn_end(t);
   arena_reset(a);
+}
+
+/* Linearizable by default: a ReadIndex round first, unless this member is
+ * the only voter and leads (then every acknowledged write is already
+ * applied here). Serializable reads take the member's state as it is. */
+static void kv_range_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  node *n = ctx;
+  const Etcdserverpb__RangeRequest *r = (const Etcdserverpb__RangeRequest *)m;
+  const rpc_error *e = kv_check_range(r);
+  if (e) return rpc_fail_with(call, e);
+  if (r->serializable || node_local_reads_ok(n)) return range_now(n, call, m);
+  reads_submit(n->reads, call, m, range_now);
 }
 
 static void propose(node *n, rpc_call *call, Synodpb__Request *req) { pipeline_propose(n->pipe, call, req); }
@@ -51,6 +63,24 @@ static void kv_delete_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) 
   propose(ctx, call, &req);
 }
 
+static void readonly_txn_now(node *n, rpc_call *call, const ProtobufCMessage *m) {
+  const Etcdserverpb__TxnRequest *r = (const Etcdserverpb__TxnRequest *)m;
+  mvcc_txn *t;
+  if (mvcc_read_begin(n->store, &t) != MVCC_OK) return rpc_fail_with(call, &ERR_INTERNAL);
+  arena *a = node_thread_arena();
+  kv_exec x = {.mem = a, .copy = false};
+  Etcdserverpb__TxnResponse *resp;
+  const rpc_error *e = kv_txn(&x, t, false, r, &resp);
+  if (e) {
+    rpc_fail_with(call, e);
+  } else {
+    node_fill_header(n, resp->header);
+    rpc_reply(call, &resp->base);
+  }
+  mvcc_txn_end(t);
+  arena_reset(a);
+}
+
 static void kv_txn_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   node *n = ctx;
   const Etcdserverpb__TxnRequest *r = (const Etcdserverpb__TxnRequest *)m;
@@ -58,21 +88,8 @@ static void kv_txn_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   if (e) return rpc_fail_with(call, e);
   if (kv_txn_is_readonly(r)) {
     /* Reads only: served like a Range, without touching the log. */
-    mvcc_txn *t;
-    if (mvcc_read_begin(n->store, &t) != MVCC_OK) return rpc_fail_with(call, &ERR_INTERNAL);
-    arena *a = node_thread_arena();
-    kv_exec x = {.mem = a, .copy = false};
-    Etcdserverpb__TxnResponse *resp;
-    e = kv_txn(&x, t, false, r, &resp);
-    if (e) {
-      rpc_fail_with(call, e);
-    } else {
-      node_fill_header(n, resp->header);
-      rpc_reply(call, &resp->base);
-    }
-    mvcc_txn_end(t);
-    arena_reset(a);
-    return;
+    if (kv_txn_is_serializable(r) || node_local_reads_ok(n)) return readonly_txn_now(n, call, m);
+    return reads_submit(n->reads, call, m, readonly_txn_now);
   }
   Synodpb__Request req = SYNODPB__REQUEST__INIT;
   req.op_case = SYNODPB__REQUEST__OP_TXN;

@@ -9,7 +9,9 @@
 #include "base.h"
 #include "lease_service.h"
 #include "pipeline.h"
+#include "raftnode.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +67,7 @@ int lease_service_open(node *n, char *err, size_t err_len) {
   uint64_t ms = (uint64_t)(time_wall_ns() / 1000000);
   atomic_init(&svc->next_id, (n->member_id & 0xffff) << 48 | (ms & 0xffffffffffULL) << 8);
   pthread_mutex_init(&svc->mu, NULL);
+  pthread_mutex_init(&svc->lead_mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -72,6 +75,8 @@ int lease_service_open(node *n, char *err, size_t err_len) {
   pthread_condattr_destroy(&ca);
   lease_set_waker(svc->table, wake, svc);
   n->lease = svc;
+  n->lease_exists = lease_service_exists;
+  n->lease_arg = n;
   size_t count = lease_count(svc->table);
   if (count) log_info("loaded %zu leases", count);
   return 0;
@@ -151,18 +156,36 @@ static void *clock_main(void *arg) {
 
 /* ---------------------------------------------------------------- life cycle */
 
-void lease_service_promote(node *n) {
-  lease_promote(n->lease->table, (int64_t)n->cfg.election_ms * 1000000, time_mono_ns());
+/* Raft loop thread. */
+void lease_service_leader_changed(node *n, uint64_t lead, uint64_t term) {
+  lease_service *svc = n->lease;
+  if (!svc) return;
+  pthread_mutex_lock(&svc->lead_mu);
+  if (term > svc->term_seen) svc->term_seen = term;
+  if (lead != n->member_id && lease_is_primary(svc->table)) {
+    lease_demote(svc->table);
+    log_info("lease: no longer leading (term %" PRIu64 "): lease deadlines are the new leader's", term);
+  }
+  pthread_mutex_unlock(&svc->lead_mu);
 }
 
-void lease_service_demote(node *n) { lease_demote(n->lease->table); }
-
-void lease_service_set_forwarder(node *n, const lease_forwarder *f) { n->lease->fwd = *f; }
+/* Apply thread, at the empty entry that starts a leader's term. A leader
+ * deposed meanwhile has reported a newer term: it does not promote. */
+void lease_service_term_started(node *n, uint64_t term) {
+  lease_service *svc = n->lease;
+  if (!svc || !n->rn) return;
+  pthread_mutex_lock(&svc->lead_mu);
+  bool leads = term >= svc->term_seen && raftnode_lead(n->rn) == n->member_id && raftnode_term(n->rn) == term;
+  if (leads && !lease_is_primary(svc->table)) {
+    lease_promote(svc->table, (int64_t)n->cfg.election_ms * 1000000, time_mono_ns());
+    log_info("lease: leading in term %" PRIu64 ": %zu leases get their remaining TTL plus %" PRIu64 " ms", term,
+             lease_count(svc->table), n->cfg.election_ms);
+  }
+  pthread_mutex_unlock(&svc->lead_mu);
+}
 
 void lease_service_start(node *n) {
   lease_service *svc = n->lease;
-  /* A single member leads from the start, once its log is applied. */
-  lease_service_promote(n);
   int e = pthread_create(&svc->thread, NULL, clock_main, svc);
   if (e) log_fatal("cannot start the lease clock thread: %s", strerror(e));
   svc->running = true;
@@ -186,6 +209,8 @@ void lease_service_free(node *n) {
   lease_table_free(svc->table);
   pthread_cond_destroy(&svc->cv);
   pthread_mutex_destroy(&svc->mu);
+  pthread_mutex_destroy(&svc->lead_mu);
+  n->lease_exists = NULL;
   free(svc);
   n->lease = NULL;
 }

@@ -2,7 +2,7 @@
  * proposed and answered by the pipeline once applied. Keep-alive, time-to-
  * live and list read the leader's clocks and are answered on the gRPC
  * thread; on a member that does not lead, keep-alive and time-to-live go to
- * the forwarder (lease_service.h). Responses are etcd's, including its
+ * the leader (lease_forward.c). Responses are etcd's, including its
  * quirks: a keep-alive for an unknown lease answers TTL 0, time-to-live
  * answers TTL -1, and neither is an error. */
 #include "errors.h"
@@ -101,11 +101,11 @@ static void keepalive_message(void *state, rpc_stream *s, const ProtobufCMessage
   int64_t rev = current_rev(n);
   int64_t ttl = 0;
   int rc = lease_renew(svc->table, id, time_mono_ns(), &ttl);
-  if (rc == LEASE_ENOTPRIMARY && svc->fwd.renew) {
+  if (rc == LEASE_ENOTPRIMARY) {
     forwarded_renewal *f = xmalloc(sizeof *f);
     *f = (forwarded_renewal){n, s, id, rev};
     rpc_stream_ref(s); /* until the leader answers */
-    svc->fwd.renew(svc->fwd.arg, id, forwarded_renewal_done, f);
+    lease_forward_renew(n, id, forwarded_renewal_done, f);
     return;
   }
   keepalive_reply(n, s, id, rev, rc, ttl);
@@ -194,10 +194,10 @@ static void lease_ttl_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) 
   const Etcdserverpb__LeaseTimeToLiveRequest *r = (const Etcdserverpb__LeaseTimeToLiveRequest *)m;
   int64_t remaining = 0, granted = 0;
   int rc = lease_time_to_live(svc->table, r->id, time_mono_ns(), &remaining, &granted);
-  if (rc == LEASE_ENOTPRIMARY && svc->fwd.time_to_live) {
+  if (rc == LEASE_ENOTPRIMARY) {
     forwarded_ttl *f = xmalloc(sizeof *f);
     *f = (forwarded_ttl){n, call, r->id, r->keys};
-    svc->fwd.time_to_live(svc->fwd.arg, r->id, forwarded_ttl_done, f);
+    lease_forward_time_to_live(n, r->id, forwarded_ttl_done, f);
     return;
   }
   ttl_reply(n, call, r->id, r->keys, rc, remaining, granted);

@@ -7,12 +7,16 @@
  *                    the apply thread, and the lease check Put/Txn use
  *   lease_clock.c    life cycle, leadership, and the clock thread that
  *                    proposes revocations of expired leases and checkpoints
+ *   lease_forward.c  keep-alive and time-to-live on a follower, sent to the
+ *                    leader; the leader's peer methods answering them
  *
- * Start-up order: lease_service_open (load the table from the store) ->
- * pipeline_open (its replay applies lease entries) -> lease_service_start
- * (this single member leads: promote, start the clock). Shutdown:
- * lease_service_stop before pipeline_close, lease_service_free after
- * rpc_server_free (keep-alive streams hold the node until then). */
+ * Start-up order: lease_service_open (load the table from the store; before
+ * the peer server, whose methods use it, and before the pipeline, which
+ * applies lease entries) -> pipeline_open -> lease_service_start (the clock
+ * thread; it works once Raft makes this member leader). Shutdown:
+ * lease_service_stop before pipeline_close, lease_service_free once the
+ * client and peer servers and the transport are gone (keep-alive streams and
+ * forwarded calls use it until then). */
 #ifndef SYNOD_SERVER_LEASE_SERVICE_H
 #define SYNOD_SERVER_LEASE_SERVICE_H
 
@@ -21,24 +25,18 @@
 
 #include <pthread.h>
 
-/* Where requests that need the leader's clocks go when this member is not
- * the leader: the Raft work sends them to the leader (etcd uses HTTP to
- * the leader's peer URL for renewals and time-to-live) and calls done once,
- * from any thread, with a LEASE_* code, the TTL (renew) or remaining TTL
- * (time_to_live), and the granted TTL (time_to_live). Without a forwarder
- * a member that does not lead answers "etcdserver: no leader". */
-typedef void (*lease_forward_done)(void *ctx, int rc, int64_t ttl, int64_t granted);
-typedef struct {
-  void (*renew)(void *arg, int64_t id, lease_forward_done done, void *ctx);
-  void (*time_to_live)(void *arg, int64_t id, lease_forward_done done, void *ctx);
-  void *arg;
-} lease_forwarder;
+/* The answer to a renewal or time-to-live, local or from the leader: a
+ * LEASE_* code, the TTL (renew) or remaining TTL (time-to-live), and the
+ * granted TTL (time-to-live). LEASE_ENOTPRIMARY: no leader could answer. */
+typedef void (*lease_answer)(void *ctx, int rc, int64_t ttl, int64_t granted);
 
 struct lease_service {
   node *n;
   lease_table *table;
   _Atomic uint64_t next_id; /* etcd's ID scheme for leases granted with ID 0 */
-  lease_forwarder fwd;
+
+  pthread_mutex_t lead_mu; /* orders promotions against demotions */
+  uint64_t term_seen;      /* newest term a leadership change reported */
 
   pthread_t thread;
   bool running;
@@ -52,14 +50,23 @@ void lease_service_start(node *n);
 void lease_service_stop(node *n);
 void lease_service_free(node *n);
 
-/* Leadership, for the Raft work: promote once this member leads and has
- * applied every entry of earlier terms (etcd promotes when the new term's
- * empty entry applies); demote as soon as it does not lead. Promotion gives
- * every lease its remaining TTL plus an election timeout. */
-void lease_service_promote(node *n);
-void lease_service_demote(node *n);
-/* Set before lease_service_start (not synchronized). */
-void lease_service_set_forwarder(node *n, const lease_forwarder *f);
+/* Leadership. The Raft loop reports every change (node_leader_changed):
+ * losing it demotes at once. Winning it promotes only when the apply thread
+ * reaches the empty entry the new leader appends to its term (every entry
+ * of earlier terms is applied by then, as etcd promotes), through
+ * lease_service_term_started. Promotion gives every lease its remaining TTL
+ * plus an election timeout. */
+void lease_service_leader_changed(node *n, uint64_t lead, uint64_t term);
+void lease_service_term_started(node *n, uint64_t term);
+
+/* Requests that need the leader's clocks, on a member that is not primary:
+ * sent to the leader over the peer transport (synodpb.Peer/LeaseKeepAlive,
+ * /LeaseTimeToLive), as etcd sends them over HTTP. `done` runs once, on the
+ * transport's thread, or at once if no leader is known (lease_forward.c). */
+void lease_forward_renew(node *n, int64_t id, lease_answer done, void *ctx);
+void lease_forward_time_to_live(node *n, int64_t id, lease_answer done, void *ctx);
+/* The leader's side of those, for the peer-facing server. */
+size_t lease_peer_methods(node *n, rpc_method *out);
 
 /* Apply thread: a LeaseGrant, LeaseRevoke or LeaseCheckpoint entry, inside
  * its revision bracket. The response (built in mem) gets its header

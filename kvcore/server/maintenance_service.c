@@ -4,7 +4,12 @@
 #include "kv.h"
 #include "node.h"
 #include "pipeline.h"
+#include "raftnode.h"
 #include "services.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
 
 /* The etcd API level Synod implements; clients parse it as a version. */
 #define ETCD_API_VERSION "3.5.0"
@@ -38,10 +43,19 @@ static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   resp.version = ETCD_API_VERSION;
   resp.dbsize = st.db_size;
   resp.dbsizeinuse = st.db_size_in_use;
-  resp.leader = n->member_id;
-  resp.raftindex = pipeline_committed_index(n->pipe);
+  raftnode_view v;
+  raftnode_get_view(n->rn, &v);
+  resp.leader = v.st.lead;
+  resp.raftindex = v.st.commit;
   resp.raftappliedindex = pipeline_applied_index(n->pipe);
-  resp.raftterm = atomic_load(&n->term);
+  resp.raftterm = v.st.term;
+  for (uint32_t i = 0; i < v.conf.n_learners; i++)
+    if (v.conf.learners[i] == n->member_id) resp.islearner = true;
+  if (v.st.lead == 0) {
+    static char *no_leader[] = {"etcdserver: no leader"};
+    resp.errors = no_leader;
+    resp.n_errors = 1;
+  }
   rpc_reply(call, &resp.base);
   arena_reset(a);
 }
@@ -95,12 +109,72 @@ static void alarm_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   arena_reset(a);
 }
 
+/* MoveLeader: only the leader hands over, to a voter; the reply waits until
+ * the target leads (or an election timeout's worth of ticks has passed,
+ * which is when raft abandons the transfer). */
+typedef struct {
+  node *n;
+  rpc_call *call;
+  uint64_t target;
+} move;
+
+static void *move_wait(void *arg) {
+  move *mv = arg;
+  node *n = mv->n;
+  int64_t deadline = time_mono_ms() + 2 * (int64_t)n->cfg.election_ms + 1000;
+  while (time_mono_ms() < deadline && !atomic_load(&n->stopping) && raftnode_lead(n->rn) != mv->target) {
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  if (raftnode_lead(n->rn) == mv->target) {
+    Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    node_fill_header(n, &h);
+    resp.header = &h;
+    rpc_reply(mv->call, &resp.base);
+  } else {
+    rpc_fail_with(mv->call, atomic_load(&n->stopping) ? &ERR_STOPPED : &ERR_TIMEOUT_LEADER_TRANSFER);
+  }
+  free(mv);
+  atomic_fetch_sub(&n->background, 1);
+  return NULL;
+}
+
+static void move_leader_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  node *n = ctx;
+  const Etcdserverpb__MoveLeaderRequest *r = (const Etcdserverpb__MoveLeaderRequest *)m;
+  raftnode_view v;
+  raftnode_get_view(n->rn, &v);
+  if (v.st.lead != n->member_id) return rpc_fail_with(call, &ERR_NOT_LEADER);
+  bool voter = false;
+  for (uint32_t i = 0; i < v.conf.n_voters; i++) voter |= v.conf.voters[i] == r->targetid;
+  if (!voter) return rpc_fail_with(call, &ERR_BAD_LEADER_TRANSFEREE);
+  if (r->targetid == n->member_id) {
+    Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    node_fill_header(n, &h);
+    resp.header = &h;
+    return rpc_reply(call, &resp.base);
+  }
+  raftnode_transfer_leader(n->rn, r->targetid);
+  move *mv = xmalloc(sizeof *mv);
+  *mv = (move){n, call, r->targetid};
+  atomic_fetch_add(&n->background, 1);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, move_wait, mv) != 0) move_wait(mv);
+  pthread_attr_destroy(&attr);
+}
+
 size_t maintenance_service_methods(node *n, rpc_method *out) {
   const rpc_method m[] = {
       {"/etcdserverpb.Maintenance/Status", &etcdserverpb__status_request__descriptor, status_rpc, NULL, false, n},
       {"/etcdserverpb.Maintenance/Hash", &etcdserverpb__hash_request__descriptor, hash_rpc, NULL, false, n},
       {"/etcdserverpb.Maintenance/HashKV", &etcdserverpb__hash_kvrequest__descriptor, hashkv_rpc, NULL, false, n},
       {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_request__descriptor, alarm_rpc, NULL, false, n},
+      {"/etcdserverpb.Maintenance/MoveLeader", &etcdserverpb__move_leader_request__descriptor, move_leader_rpc, NULL, true, n},
   };
   for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) out[i] = m[i];
   return sizeof m / sizeof m[0];

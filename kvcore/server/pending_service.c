@@ -51,14 +51,8 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 #define S(path, type) {path, &type##__descriptor, NULL, &pending_stream, false, (void *)path}
 
 static const rpc_method pending[] = {
-    S("/etcdserverpb.Watch/Watch", etcdserverpb__watch_request),
-    U("/etcdserverpb.Cluster/MemberAdd", etcdserverpb__member_add_request),
-    U("/etcdserverpb.Cluster/MemberRemove", etcdserverpb__member_remove_request),
-    U("/etcdserverpb.Cluster/MemberUpdate", etcdserverpb__member_update_request),
-    U("/etcdserverpb.Cluster/MemberPromote", etcdserverpb__member_promote_request),
     U("/etcdserverpb.Maintenance/Defragment", etcdserverpb__defragment_request),
     S("/etcdserverpb.Maintenance/Snapshot", etcdserverpb__snapshot_request),
-    U("/etcdserverpb.Maintenance/MoveLeader", etcdserverpb__move_leader_request),
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
     U("/etcdserverpb.Auth/AuthEnable", etcdserverpb__auth_enable_request),
     U("/etcdserverpb.Auth/AuthDisable", etcdserverpb__auth_disable_request),

@@ -1,26 +1,23 @@
-/* The write pipeline: two threads and two queues.
+/* The write pipeline: proposals into Raft, committed entries out of it into
+ * the apply thread, replies after the store transaction commits.
  *
- *   handlers --propose--> [log queue] --log thread: WAL append + fdatasync-->
- *   [apply queue] --apply thread: one store transaction per batch--> replies
+ *   handlers --propose--> Raft loop (WAL append + fdatasync, replication)
+ *            --committed entries--> apply thread: one store transaction per
+ *            batch --> replies, watchers, read waiters
  *
- * Group commit falls out of the shape: while the log thread waits for one
- * fdatasync, new proposals pile up and go to disk together in the next one.
- * While the apply thread applies batch N, batch N+1 is being synced.
- *
- * Replies wait for two things: the entry is durable (so kill -9 or power
- * loss cannot lose an acknowledged write) and the batch's store transaction
- * has committed (so any read that starts after the reply sees the write).
- *
- * Entries reach the apply stage with the proposal ID only; the proposer is
- * found in the waiter table, exactly as it will be once Raft hands back
- * committed entries that other members proposed. */
+ * Group commit falls out of the shape: while the Raft loop waits for one
+ * fdatasync, new proposals pile up in its mailbox and go to disk together.
+ * While the apply thread applies batch N, batch N+1 is being synced. */
 #include "pipeline.h"
 
 #include "base.h"
 #include "errors.h"
 #include "kv.h"
 #include "lease_service.h"
-#include "wal.h"
+#include "membership.h"
+#include "raftnode.h"
+#include "services.h"
+#include "watch.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -28,49 +25,61 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Entries per store transaction during start-up replay. */
-enum { REPLAY_BATCH = 1000, COMPACT_STEP = 1000, WAITER_BUCKETS = 4096 };
+enum { COMPACT_STEP = 1000, WAITER_BUCKETS = 4096 };
 
-typedef struct entry {
-  struct entry *next;
-  uint64_t index, term, id;
-  size_t len;
-  uint8_t *data;
-} entry;
+typedef struct batch {
+  struct batch *next;
+  raft_entry *ents; /* one block (raftnode's hand_committed) */
+  size_t n;
+} batch;
 
 typedef struct waiter {
-  struct waiter *next;
+  struct waiter *next;             /* hash bucket */
+  struct waiter *fifo_prev, *fifo_next; /* by deadline */
   uint64_t id;
   rpc_call *call;
   const rpc_error *err;
+  int64_t deadline;
   int64_t compact_rev; /* > 0: reply once compaction to this rev is physical */
+  bool in_table;
 } waiter;
+
+typedef struct conf_waiter {
+  struct conf_waiter *next;
+  uint8_t type;
+  uint64_t node_id;
+  int64_t deadline;
+  pipeline_conf_done done;
+  void *arg;
+  bool applied;
+} conf_waiter;
 
 struct pipeline {
   node *n;
-  wal *w;
-  pthread_t log_thread, apply_thread;
+  raftnode *rn;
+  pthread_t apply_thread;
 
   pthread_mutex_t mu;
-  pthread_cond_t log_cv, apply_cv;
-  entry *log_head, *log_tail;
-  entry *apply_head, *apply_tail;
-  bool stopping, log_stopped;
-
-  uint64_t last_index; /* log thread */
-  uint64_t term;
-  uint64_t released_to;
-  _Atomic uint64_t committed, applied;
+  pthread_cond_t cv;
+  batch *head, *tail;
+  bool stopping;
+  _Atomic uint64_t committed, applied, applied_term;
   _Atomic uint64_t next_id;
+  pthread_cond_t applied_cv; /* pipeline_wait_applied */
 
   pthread_mutex_t wmu;
   waiter *waiters[WAITER_BUCKETS];
+  waiter *fifo_head, *fifo_tail;
+  conf_waiter *conf_waiters;
 
   /* apply thread only */
   waiter *compact_waiters;
   bool compact_pending;
   arena *mem;
+  raft_conf_state conf; /* membership as of the applied index */
 };
+
+int64_t pipeline_request_timeout_ms(const node *n) { return 5000 + 2 * (int64_t)n->cfg.election_ms; }
 
 /* ---------------------------------------------------------------- waiters */
 
@@ -79,17 +88,30 @@ static void waiter_put(pipeline *p, waiter *w) {
   waiter **b = &p->waiters[w->id % WAITER_BUCKETS];
   w->next = *b;
   *b = w;
+  w->in_table = true;
+  w->fifo_next = NULL;
+  w->fifo_prev = p->fifo_tail;
+  if (p->fifo_tail) p->fifo_tail->fifo_next = w; else p->fifo_head = w;
+  p->fifo_tail = w;
   pthread_mutex_unlock(&p->wmu);
+}
+
+static void waiter_unlink_locked(pipeline *p, waiter *w) {
+  waiter **b = &p->waiters[w->id % WAITER_BUCKETS];
+  while (*b && *b != w) b = &(*b)->next;
+  if (*b) *b = w->next;
+  if (w->fifo_prev) w->fifo_prev->fifo_next = w->fifo_next; else p->fifo_head = w->fifo_next;
+  if (w->fifo_next) w->fifo_next->fifo_prev = w->fifo_prev; else p->fifo_tail = w->fifo_prev;
+  w->next = w->fifo_prev = w->fifo_next = NULL;
+  w->in_table = false;
 }
 
 static waiter *waiter_take(pipeline *p, uint64_t id) {
   pthread_mutex_lock(&p->wmu);
-  waiter **b = &p->waiters[id % WAITER_BUCKETS];
-  while (*b && (*b)->id != id) b = &(*b)->next;
-  waiter *w = *b;
-  if (w) *b = w->next;
+  waiter *w = p->waiters[id % WAITER_BUCKETS];
+  while (w && w->id != id) w = w->next;
+  if (w) waiter_unlink_locked(p, w);
   pthread_mutex_unlock(&p->wmu);
-  if (w) w->next = NULL;
   return w;
 }
 
@@ -101,33 +123,69 @@ static void waiter_finish(waiter *w) {
   free(w);
 }
 
+/* Requests whose entry never came back in time: the leader changed, or there
+ * has been none (etcd's "no leader" / "request timed out"). */
+static void expire_waiters(pipeline *p) {
+  int64_t now = time_mono_ns();
+  waiter *expired = NULL;
+  pthread_mutex_lock(&p->wmu);
+  while (p->fifo_head && p->fifo_head->deadline <= now) {
+    waiter *w = p->fifo_head;
+    waiter_unlink_locked(p, w);
+    w->next = expired;
+    expired = w;
+  }
+  conf_waiter **cp = &p->conf_waiters, *conf_expired = NULL;
+  while (*cp) {
+    conf_waiter *c = *cp;
+    if (c->deadline <= now) {
+      *cp = c->next;
+      c->next = conf_expired;
+      conf_expired = c;
+    } else {
+      cp = &c->next;
+    }
+  }
+  pthread_mutex_unlock(&p->wmu);
+  bool leaderless = (expired || conf_expired) && raftnode_lead(p->rn) == 0;
+  for (waiter *w = expired, *next; w; w = next) {
+    next = w->next;
+    w->err = leaderless ? &ERR_NO_LEADER : &ERR_TIMEOUT;
+    waiter_finish(w);
+  }
+  for (conf_waiter *c = conf_expired, *next; c; c = next) {
+    next = c->next;
+    c->done(c->arg, false);
+    free(c);
+  }
+}
+
 /* ---------------------------------------------------------------- apply */
 
 static void fatal_store(const char *what, int rc) {
   log_fatal("store failure while %s: %s; stopping rather than diverge from the log", what, mvcc_strerror(rc));
 }
 
-/* Applies one committed entry inside the batch transaction. Returns the
- * local proposer waiting for it, if any, with its outcome recorded; the
- * caller answers it once the batch has committed. */
-static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
-  node *n = p->n;
-  waiter *wt = e->id ? waiter_take(p, e->id) : NULL;
+/* Applies one committed request; returns its local proposer, if any, with
+ * the outcome recorded (answered after the batch commits). */
+static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool *members_changed) {
   Synodpb__Request *req = synodpb__request__unpack(NULL, e->len, e->data);
   if (!req) {
-    /* Checksummed by the WAL and written by us: a decode failure means a
-     * bug or a version mismatch, and skipping the entry would diverge. */
-    log_fatal("cannot decode log entry %" PRIu64 " (%zu bytes)", e->index, e->len);
+    /* Checksummed by the WAL and written by a member: a decode failure
+     * means a bug or a version mismatch, and skipping it would diverge. */
+    log_fatal("cannot decode log entry %" PRIu64 " (%u bytes)", e->index, e->len);
   }
-  kv_exec x = {.mem = p->mem, .copy = true, .lease_exists = lease_service_exists, .lease_arg = n};
+  waiter *wt = req->id ? waiter_take(p, req->id) : NULL;
+  kv_exec x = {.mem = p->mem, .copy = true, .lease_exists = p->n->lease_exists, .lease_arg = p->n->lease_arg};
   const rpc_error *err = NULL;
   ProtobufCMessage *resp = NULL;
   Etcdserverpb__ResponseHeader **hdr = NULL;
   int64_t compact_rev = 0;
 
-  /* A compaction is a request of its own that changes no key: the store
-   * refuses it inside a revision bracket. */
-  bool bracket = req->op_case != SYNODPB__REQUEST__OP_COMPACTION;
+  /* A compaction changes no key and the store refuses it inside a revision
+   * bracket; so does a membership attribute update. */
+  bool bracket = req->op_case != SYNODPB__REQUEST__OP_COMPACTION &&
+                 req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES;
   if (bracket) mvcc_rev_begin(w);
   switch (req->op_case) {
     case SYNODPB__REQUEST__OP_PUT: {
@@ -161,8 +219,14 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
     case SYNODPB__REQUEST__OP_LEASE_GRANT:
     case SYNODPB__REQUEST__OP_LEASE_REVOKE:
     case SYNODPB__REQUEST__OP_LEASE_CHECKPOINT:
-      err = lease_service_apply(n, p->mem, w, req, &resp, &hdr);
+      err = lease_service_apply(p->n, p->mem, w, req, &resp, &hdr);
       break;
+    case SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES: {
+      int rc = members_apply_attributes(w, req->member_attributes);
+      if (rc) fatal_store("recording member attributes", rc);
+      *members_changed = true;
+      break;
+    }
     default:
       err = &ERR_NOT_SUPPORTED_YET;
       break;
@@ -175,9 +239,9 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
   if (wt) {
     if (err) {
       wt->err = err;
-    } else {
+    } else if (resp) {
       (*hdr)->revision = rev;
-      node_fill_header(n, *hdr);
+      node_fill_header(p->n, *hdr);
       rpc_reply_deferred(wt->call, resp); /* packed now: the map changes next */
       wt->compact_rev = compact_rev;
     }
@@ -185,6 +249,28 @@ static waiter *apply_entry(pipeline *p, mvcc_txn *w, const entry *e) {
   synodpb__request__free_unpacked(req, NULL);
   arena_reset(p->mem);
   return wt;
+}
+
+static void apply_conf_change(pipeline *p, mvcc_txn *w, const raft_entry *e, conf_waiter **done_list) {
+  raft_conf_change cc;
+  if (raft_cc_decode(e->data, e->len, &cc) != RAFT_OK) log_fatal("cannot decode conf change entry %" PRIu64, e->index);
+  /* Raft only lets changes that apply into the log, but compute the same
+   * way every member does anyway. */
+  raft_conf_apply(&p->conf, &cc);
+  int rc = members_apply_conf_change(w, &cc);
+  if (rc) fatal_store("applying a membership change", rc);
+  pthread_mutex_lock(&p->wmu);
+  for (conf_waiter **cp = &p->conf_waiters; *cp; cp = &(*cp)->next) {
+    conf_waiter *c = *cp;
+    if (c->type == cc.type && c->node_id == cc.node_id) {
+      *cp = c->next;
+      c->applied = true;
+      c->next = *done_list;
+      *done_list = c;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&p->wmu);
 }
 
 static void finish_compaction_waiters(pipeline *p, int64_t done_rev, bool all) {
@@ -201,27 +287,104 @@ static void finish_compaction_waiters(pipeline *p, int64_t done_rev, bool all) {
   }
 }
 
-/* Applies a list of entries in one store transaction, then answers their
- * proposers. Frees the entries. */
-static void apply_batch(pipeline *p, entry *list) {
+/* Whether a packed synodpb.Request is a compaction, without decoding it:
+ * walks the top-level fields of the protobuf wire format. */
+static bool entry_is_compaction(const raft_entry *e) {
+  if (e->type != RAFT_ENTRY_NORMAL) return false;
+  const uint8_t *p = e->data, *end = e->data + e->len;
+  while (p < end) {
+    uint64_t tag = 0, len = 0;
+    for (int shift = 0; p < end && shift < 64; shift += 7) {
+      tag |= (uint64_t)(*p & 0x7f) << shift;
+      if (!(*p++ & 0x80)) break;
+    }
+    if (tag >> 3 == SYNODPB__REQUEST__OP_COMPACTION) return true;
+    switch (tag & 7) {
+      case 0:
+        while (p < end && (*p++ & 0x80)) {
+        }
+        break;
+      case 1: p += 8; break;
+      case 5: p += 4; break;
+      case 2:
+        for (int shift = 0; p < end && shift < 64; shift += 7) {
+          len |= (uint64_t)(*p & 0x7f) << shift;
+          if (!(*p++ & 0x80)) break;
+        }
+        if (len > (uint64_t)(end - p)) return false;
+        p += len;
+        break;
+      default: return false;
+    }
+  }
+  return false;
+}
+
+/* Commits the batch transaction with the applied index, publishes it, and
+ * tells the watch hub which revision is now visible. */
+static void commit_batch(pipeline *p, mvcc_txn *w, uint64_t have, uint64_t last, uint64_t last_term) {
+  int64_t rev = mvcc_rev(w);
+  if (last > have) mvcc_set_applied(w, last, last_term);
+  int rc = mvcc_write_commit(w);
+  if (rc) fatal_store("committing applied entries", rc);
+  pthread_mutex_lock(&p->mu);
+  atomic_store(&p->applied, last);
+  atomic_store(&p->applied_term, last_term);
+  pthread_cond_broadcast(&p->applied_cv);
+  pthread_mutex_unlock(&p->mu);
+  if (p->n->watch) watch_hub_notify(p->n->watch, rev);
+}
+
+/* Applies a batch of committed entries in one store transaction, then
+ * answers their proposers. Entries the store already has (replayed after a
+ * restart, or covered by an installed snapshot) are skipped. A compaction
+ * gets a transaction of its own after the entries before it, and the watch
+ * hub first keeps a snapshot of what it has not delivered yet: live
+ * watchers never lose events to it. */
+static void apply_batch(pipeline *p, batch *b) {
   mvcc_txn *w;
   int rc = mvcc_write_begin(p->n->store, &w);
   if (rc) fatal_store("starting a write", rc);
+  uint64_t have, have_term;
+  mvcc_applied(w, &have, &have_term);
   waiter *done_head = NULL, **done_tail = &done_head;
-  uint64_t last = 0, last_term = 0;
-  for (entry *e = list; e; e = e->next) {
-    waiter *wt = apply_entry(p, w, e);
-    if (wt) {
-      *done_tail = wt;
-      done_tail = &wt->next;
+  conf_waiter *conf_done = NULL;
+  bool members_changed = false, dirty = false;
+  uint64_t last = have, last_term = have_term;
+  for (size_t i = 0; i < b->n; i++) {
+    const raft_entry *e = &b->ents[i];
+    if (e->index <= have) continue;
+    if (p->n->watch && entry_is_compaction(e)) {
+      if (dirty) {
+        commit_batch(p, w, have, last, last_term);
+        have = last;
+        dirty = false;
+        rc = mvcc_write_begin(p->n->store, &w);
+        if (rc) fatal_store("starting a write", rc);
+      }
+      watch_hub_before_compaction(p->n->watch);
+    }
+    if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+      apply_conf_change(p, w, e, &conf_done);
+      members_changed = true;
+    } else if (e->len > 0) {
+      waiter *wt = apply_request(p, w, e, &members_changed);
+      if (wt) {
+        *done_tail = wt;
+        done_tail = &wt->next;
+      }
+    } else {
+      /* A new leader's no-op: everything of earlier terms is applied. */
+      lease_service_term_started(p->n, e->term);
     }
     last = e->index;
     last_term = e->term;
+    dirty = true;
   }
-  mvcc_set_applied(w, last, last_term);
-  rc = mvcc_write_commit(w);
-  if (rc) fatal_store("committing applied entries", rc);
-  atomic_store(&p->applied, last);
+  commit_batch(p, w, have, last, last_term);
+  raftnode_store_applied(p->rn, last, last_term, &p->conf, mvcc_durable_index(p->n->store));
+  if (members_changed) node_members_changed(p->n);
+  node_applied(p->n, last);
 
   for (waiter *wt = done_head, *next; wt; wt = next) {
     next = wt->next;
@@ -232,10 +395,13 @@ static void apply_batch(pipeline *p, entry *list) {
       waiter_finish(wt);
     }
   }
-  for (entry *e = list, *next; e; e = next) {
-    next = e->next;
-    free(e);
+  for (conf_waiter *c = conf_done, *next; c; c = next) {
+    next = c->next;
+    c->done(c->arg, true);
+    free(c);
   }
+  free(b->ents);
+  free(b);
 }
 
 /* One bounded step of physical compaction in its own transaction. */
@@ -257,115 +423,131 @@ static void *apply_main(void *arg) {
   pthread_setname_np(pthread_self(), "synod-apply");
   for (;;) {
     pthread_mutex_lock(&p->mu);
-    while (!p->apply_head && !p->compact_pending && !p->log_stopped) pthread_cond_wait(&p->apply_cv, &p->mu);
-    entry *list = p->apply_head;
-    p->apply_head = p->apply_tail = NULL;
-    bool stop = !list && p->log_stopped;
+    if (!p->head && !p->compact_pending && !p->stopping) {
+      /* Wake now and then to expire requests that never came back. */
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      ts.tv_nsec += 100 * 1000000;
+      if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    }
+    batch *b = p->head;
+    if (b) {
+      p->head = b->next;
+      if (!p->head) p->tail = NULL;
+    }
+    bool stop = p->stopping && !b;
     pthread_mutex_unlock(&p->mu);
-    if (list) {
-      apply_batch(p, list);
+    if (b) {
+      apply_batch(p, b);
     } else if (stop) {
       break;
     } else if (p->compact_pending) {
       compact_step(p); /* only when no entries wait: writes come first */
     }
+    expire_waiters(p);
   }
   finish_compaction_waiters(p, 0, true);
   return NULL;
 }
 
-/* ---------------------------------------------------------------- log */
+/* ---------------------------------------------------------------- Raft callbacks */
 
-static void *log_main(void *arg) {
+static void on_committed(void *arg, raft_entry *ents, size_t n) {
   pipeline *p = arg;
-  pthread_setname_np(pthread_self(), "synod-wal");
-  wal_entry *ents = NULL;
-  size_t cap = 0;
-  for (;;) {
-    pthread_mutex_lock(&p->mu);
-    while (!p->log_head && !p->stopping) pthread_cond_wait(&p->log_cv, &p->mu);
-    entry *list = p->log_head;
-    p->log_head = p->log_tail = NULL;
-    pthread_mutex_unlock(&p->mu);
-    if (!list) break; /* stopping, and nothing left to write */
-
-    size_t n = 0;
-    for (entry *e = list; e; e = e->next) {
-      if (n == cap) {
-        cap = cap ? cap * 2 : 64;
-        ents = xrealloc(ents, cap * sizeof *ents);
-      }
-      e->index = ++p->last_index;
-      e->term = p->term;
-      ents[n++] = (wal_entry){.index = e->index, .term = e->term, .type = 0, .data = e->data, .len = e->len};
-    }
-    wal_hard_state hs = {.term = p->term, .vote = p->n->member_id, .commit = p->last_index};
-    if (wal_append(p->w, &hs, ents, n) < 0 || wal_sync(p->w) < 0)
-      log_fatal("cannot write the WAL: %m; stopping (an unsynced write must not be acknowledged)");
-    atomic_store(&p->committed, p->last_index);
-
-    pthread_mutex_lock(&p->mu);
-    entry *tail = list;
-    while (tail->next) tail = tail->next;
-    if (p->apply_tail) p->apply_tail->next = list; else p->apply_head = list;
-    p->apply_tail = tail;
-    pthread_cond_signal(&p->apply_cv);
-    pthread_mutex_unlock(&p->mu);
-
-    /* Segments wholly behind the store's last checkpoint are not needed. */
-    uint64_t durable = mvcc_durable_index(p->n->store);
-    if (durable > p->released_to && p->n->cfg.max_wals > 0) {
-      wal_release_to(p->w, durable, (int)p->n->cfg.max_wals);
-      p->released_to = durable;
-    }
-  }
-  free(ents);
+  batch *b = xmalloc(sizeof *b);
+  b->next = NULL;
+  b->ents = ents;
+  b->n = n;
   pthread_mutex_lock(&p->mu);
-  p->log_stopped = true;
-  pthread_cond_signal(&p->apply_cv);
+  if (p->tail) p->tail->next = b; else p->head = b;
+  p->tail = b;
+  if (n && ents[n - 1].index > atomic_load(&p->committed)) atomic_store(&p->committed, ents[n - 1].index);
+  pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
-  return NULL;
+}
+
+static void on_read_ready(void *arg, uint64_t ctx, uint64_t index) {
+  pipeline *p = arg;
+  node_read_ready(p->n, ctx, index);
+}
+
+static void on_leader_changed(void *arg, uint64_t lead, uint64_t term) {
+  pipeline *p = arg;
+  atomic_store(&p->n->term, term);
+  node_leader_changed(p->n, lead, term);
+}
+
+static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot) {
+  pipeline *p = arg;
+  node_send(p->n, to, msg, len, is_snapshot);
 }
 
 /* ---------------------------------------------------------------- propose */
 
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) {
+  if (call) {
+    size_t hl;
+    const uint8_t *h = rpc_call_metadata(call, "hasleader", &hl);
+    if (h && hl == 4 && memcmp(h, "true", 4) == 0 && raftnode_lead(p->rn) == 0) {
+      rpc_fail_with(call, &ERR_NO_LEADER);
+      return;
+    }
+  }
   Synodpb__Request copy = *req;
-  copy.id = atomic_fetch_add(&p->next_id, 1);
+  copy.id = call ? atomic_fetch_add(&p->next_id, 1) : 0;
   size_t len = synodpb__request__get_packed_size(&copy);
   if (len > p->n->cfg.max_request_bytes) {
     if (call) rpc_fail_with(call, &ERR_REQUEST_TOO_LARGE);
     return;
   }
-  entry *e = xmalloc(sizeof *e + len);
-  e->next = NULL;
-  e->id = copy.id;
-  e->len = len;
-  e->data = (uint8_t *)(e + 1);
-  synodpb__request__pack(&copy, e->data);
-
-  waiter *w = NULL;
-  if (call) {
-    w = xcalloc(1, sizeof *w);
-    w->id = copy.id;
-    w->call = call;
-  } else {
-    e->id = 0; /* nobody waits */
-  }
-
+  uint8_t stack[512];
+  uint8_t *data = len <= sizeof stack ? stack : xmalloc(len);
+  synodpb__request__pack(&copy, data);
   pthread_mutex_lock(&p->mu);
-  if (p->stopping) {
-    pthread_mutex_unlock(&p->mu);
-    free(e);
-    free(w);
-    if (call) rpc_fail_with(call, &ERR_STOPPED);
-    return;
-  }
-  if (w) waiter_put(p, w);
-  if (p->log_tail) p->log_tail->next = e; else p->log_head = e;
-  p->log_tail = e;
-  pthread_cond_signal(&p->log_cv);
+  bool stopping = p->stopping;
   pthread_mutex_unlock(&p->mu);
+  if (stopping) {
+    if (call) rpc_fail_with(call, &ERR_STOPPED);
+  } else {
+    if (call) {
+      waiter *w = xcalloc(1, sizeof *w);
+      w->id = copy.id;
+      w->call = call;
+      w->deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+      waiter_put(p, w);
+    }
+    raftnode_propose(p->rn, data, len);
+  }
+  if (data != stack) free(data);
+}
+
+void pipeline_propose_conf_change(pipeline *p, const raft_conf_change *cc, pipeline_conf_done done, void *arg) {
+  conf_waiter *c = xcalloc(1, sizeof *c);
+  c->type = cc->type;
+  c->node_id = cc->node_id;
+  c->deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+  c->done = done;
+  c->arg = arg;
+  pthread_mutex_lock(&p->wmu);
+  c->next = p->conf_waiters;
+  p->conf_waiters = c;
+  pthread_mutex_unlock(&p->wmu);
+  raftnode_propose_conf_change(p->rn, cc);
+}
+
+bool pipeline_wait_applied(pipeline *p, uint64_t index, int64_t timeout_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t end = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + timeout_ms * 1000000;
+  ts.tv_sec = end / 1000000000;
+  ts.tv_nsec = end % 1000000000;
+  pthread_mutex_lock(&p->mu);
+  while (atomic_load(&p->applied) < index && !p->stopping)
+    if (pthread_cond_timedwait(&p->applied_cv, &p->mu, &ts) != 0) break;
+  bool ok = atomic_load(&p->applied) >= index;
+  pthread_mutex_unlock(&p->mu);
+  return ok;
 }
 
 /* ---------------------------------------------------------------- open/close */
@@ -377,103 +559,76 @@ static uint64_t id_prefix(uint64_t member_id) {
   return (member_id & 0xffff) << 48 | (ms & 0xffffffffffULL) << 8;
 }
 
-static int replay(pipeline *p, const wal_recovered *rec, uint64_t applied, char *err, size_t err_len) {
-  entry *head = NULL, **tail = &head;
-  size_t n = 0;
-  uint64_t expect = applied + 1;
-  for (size_t i = 0; i < rec->n_entries; i++) {
-    const wal_entry *we = &rec->entries[i];
-    if (we->index <= applied) continue;
-    if (we->index != expect) {
-      snprintf(err, err_len, "WAL is missing entries %" PRIu64 "..%" PRIu64 " that the store has not applied",
-               expect, we->index - 1);
-      for (entry *e = head, *next; e; e = next) next = e->next, free(e);
-      return -1;
-    }
-    expect++;
-    entry *e = xmalloc(sizeof *e + we->len);
-    e->id = 0; /* nobody waits for a replayed entry */
-    e->next = NULL;
-    e->index = we->index;
-    e->term = we->term;
-    e->len = we->len;
-    e->data = (uint8_t *)(e + 1);
-    memcpy(e->data, we->data, we->len);
-    *tail = e;
-    tail = &e->next;
-    if (++n == REPLAY_BATCH) {
-      apply_batch(p, head);
-      head = NULL;
-      tail = &head;
-      n = 0;
-    }
-  }
-  if (head) apply_batch(p, head);
-  if (expect - 1 > applied) log_info("replayed WAL entries %" PRIu64 "..%" PRIu64, applied + 1, expect - 1);
-  return 0;
-}
-
-int pipeline_open(node *n, const char *wal_dir, pipeline **out, char *err, size_t err_len) {
+int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, size_t n_bootstrap, pipeline **out,
+                  char *err, size_t err_len) {
   pipeline *p = xcalloc(1, sizeof *p);
   p->n = n;
-  p->term = 1;
   p->mem = arena_new();
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->wmu, NULL);
-  pthread_cond_init(&p->log_cv, NULL);
-  pthread_cond_init(&p->apply_cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->cv, &ca);
+  pthread_cond_init(&p->applied_cv, &ca);
+  pthread_condattr_destroy(&ca);
   atomic_init(&p->next_id, id_prefix(n->member_id));
 
   mvcc_txn *t;
   uint64_t applied = 0, applied_term = 0;
-  if (mvcc_read_begin(n->store, &t) == 0) {
-    mvcc_applied(t, &applied, &applied_term);
-    p->compact_pending = mvcc_compact_done_rev(t) < mvcc_compact_rev(t);
-    mvcc_txn_end(t);
+  member_list members = {0};
+  if (mvcc_read_begin(n->store, &t) != MVCC_OK) {
+    snprintf(err, err_len, "cannot read the store");
+    goto fail;
   }
-  if (applied_term > p->term) p->term = applied_term;
+  mvcc_applied(t, &applied, &applied_term);
+  p->compact_pending = mvcc_compact_done_rev(t) < mvcc_compact_rev(t);
+  int rc = members_load(t, &members);
+  mvcc_txn_end(t);
+  if (rc) {
+    snprintf(err, err_len, "cannot read the member list: %s", mvcc_strerror(rc));
+    goto fail;
+  }
+  for (size_t i = 0; i < members.n; i++) {
+    if (members.v[i].is_learner) p->conf.learners[p->conf.n_learners++] = members.v[i].id;
+    else p->conf.voters[p->conf.n_voters++] = members.v[i].id;
+  }
+  member_list_free(&members);
+  atomic_store(&p->applied, applied);
+  atomic_store(&p->applied_term, applied_term);
+  atomic_store(&p->committed, applied);
 
   uint8_t meta[16];
   put_be64(meta, n->member_id);
   put_be64(meta + 8, n->cluster_id);
-  if (!wal_exists(wal_dir) && wal_create(wal_dir, meta, sizeof meta, NULL) < 0) {
-    snprintf(err, err_len, "cannot create WAL in %s: %m", wal_dir);
-    goto fail;
-  }
-  wal_recovered rec;
-  if (wal_open(wal_dir, (wal_snap){applied, applied_term}, NULL, &rec, &p->w, err, err_len) < 0) goto fail;
-  if (rec.meta_len != sizeof meta || memcmp(rec.meta, meta, sizeof meta) != 0) {
-    snprintf(err, err_len, "the WAL in %s belongs to another member or cluster (member %016" PRIx64 ", cluster %016" PRIx64 " expected)",
-             wal_dir, n->member_id, n->cluster_id);
-    wal_recovered_free(&rec);
-    wal_close(p->w);
-    goto fail;
-  }
-  if (rec.repaired) log_warn("WAL in %s had a torn tail (a crash during a write); it was cut off", wal_dir);
-  if (rec.hs.term > p->term) p->term = rec.hs.term;
-  int rc = replay(p, &rec, applied, err, err_len);
-  wal_recovered_free(&rec);
-  if (rc < 0) {
-    wal_close(p->w);
-    goto fail;
-  }
-  p->last_index = wal_last_index(p->w);
-  if (p->last_index < applied) {
-    /* The store is ahead of the log (the log was lost or replaced): the
-     * store is the snapshot the log continues from. */
-    if (wal_append_snapshot(p->w, (wal_snap){applied, applied_term}) < 0 || wal_sync(p->w) < 0) {
-      snprintf(err, err_len, "cannot write to the WAL in %s: %m", wal_dir);
-      wal_close(p->w);
-      goto fail;
-    }
-    p->last_index = applied;
-  }
-  atomic_store(&p->committed, p->last_index);
-  if (atomic_load(&p->applied) < applied) atomic_store(&p->applied, applied);
-  atomic_store(&n->term, p->term);
-
-  pthread_create(&p->log_thread, NULL, log_main, p);
+  uint32_t ticks = (uint32_t)(n->cfg.election_ms / n->cfg.heartbeat_ms);
+  raftnode_options ro = {
+      .id = n->member_id,
+      .wal_dir = wal_dir,
+      .wal_meta = meta,
+      .wal_meta_len = sizeof meta,
+      .heartbeat_ms = (uint32_t)n->cfg.heartbeat_ms,
+      .election_ticks = ticks,
+      .pre_vote = n->cfg.pre_vote,
+      .snapshot_count = n->cfg.snapshot_count,
+      .applied_index = applied,
+      .applied_term = applied_term,
+      .applied_conf = p->conf,
+      .bootstrap = bootstrap,
+      .n_bootstrap = n_bootstrap,
+      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, p},
+  };
+  /* The apply thread must be running before Raft hands out entries. */
   pthread_create(&p->apply_thread, NULL, apply_main, p);
+  if (raftnode_start(&ro, &p->rn, err, err_len) < 0) {
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->apply_thread, NULL);
+    goto fail;
+  }
+  n->rn = p->rn;
   *out = p;
   return 0;
 
@@ -484,13 +639,14 @@ fail:
 }
 
 void pipeline_close(pipeline *p) {
+  /* Raft first: no more committed entries; then drain the apply thread. */
+  raftnode_stop(p->rn);
+  p->n->rn = NULL;
   pthread_mutex_lock(&p->mu);
   p->stopping = true;
-  pthread_cond_signal(&p->log_cv);
+  pthread_cond_broadcast(&p->cv);
+  pthread_cond_broadcast(&p->applied_cv);
   pthread_mutex_unlock(&p->mu);
-  /* The log thread drains what was already proposed (it is cheap and keeps
-   * "proposed before stop" meaning "answered"), then the apply thread. */
-  pthread_join(p->log_thread, NULL);
   pthread_join(p->apply_thread, NULL);
   for (size_t i = 0; i < WAITER_BUCKETS; i++) {
     for (waiter *w = p->waiters[i], *next; w; w = next) {
@@ -499,12 +655,16 @@ void pipeline_close(pipeline *p) {
       waiter_finish(w);
     }
   }
-  wal_close(p->w);
+  for (conf_waiter *c = p->conf_waiters, *next; c; c = next) {
+    next = c->next;
+    c->done(c->arg, false);
+    free(c);
+  }
   arena_free(p->mem);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->wmu);
-  pthread_cond_destroy(&p->log_cv);
-  pthread_cond_destroy(&p->apply_cv);
+  pthread_cond_destroy(&p->cv);
+  pthread_cond_destroy(&p->applied_cv);
   free(p);
 }
 

@@ -1,30 +1,48 @@
 /* pipeline.h (private to kvcore/server) - the one ordered path every write
- * takes: propose -> durable log append -> apply -> reply.
+ * takes: propose -> Raft (durable in the WAL, committed by a quorum) ->
+ * apply -> reply.
  *
- * Today the log is local (the WAL, one fdatasync per batch shared by every
- * writer in it). The Raft issue replaces the log stage; proposals, the
- * apply stage and the replies stay as they are: committed entries come back
- * with the proposal ID, and whoever is waiting for that ID gets the reply. */
+ * Proposals carry an ID; committed entries come back from the Raft loop
+ * with it, and whoever is waiting for that ID on this member gets the reply
+ * once the entry is applied (entries proposed elsewhere have no waiter
+ * here). The apply thread applies each batch of committed entries in one
+ * store transaction; replies are sent after it commits, so a reply means:
+ * durable on a quorum, and visible to every read that starts afterwards. */
 #ifndef SYNOD_SERVER_PIPELINE_H
 #define SYNOD_SERVER_PIPELINE_H
 
 #include "node.h"
+#include "raft.h"
 
-/* Opens (or creates) the log, replays into the store what it lacks, and
- * starts the log and apply threads. */
-int pipeline_open(node *n, const char *wal_dir, pipeline **out, char *err, size_t err_len);
+/* Starts the apply thread and the Raft loop over the WAL in wal_dir;
+ * bootstrap (may be NULL) is a new cluster's founding log. */
+int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, size_t n_bootstrap, pipeline **out,
+                  char *err, size_t err_len);
 
-/* Proposes one request. `req` (and what it points to) is only read during
- * the call. The reply (response or error) goes to `call` after the request
- * is durable and applied; with call == NULL nobody is answered (internal
- * requests such as auto-compaction). */
+/* Proposes one request. `req` is only read during the call. The reply goes
+ * to `call` once applied (call == NULL: nobody is answered). Fails at once
+ * with "etcdserver: no leader" if the client required a leader
+ * (`hasleader` metadata) and none is known; otherwise waits up to the
+ * request timeout. */
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req);
 
-/* Stops both threads; proposals not yet applied fail with "server stopped". */
+/* A membership change. When its entry has been applied (or the request
+ * timed out: applied == false), done runs on the apply thread. */
+typedef void (*pipeline_conf_done)(void *arg, bool applied);
+void pipeline_propose_conf_change(pipeline *p, const raft_conf_change *cc, pipeline_conf_done done, void *arg);
+
+/* Stops both threads; waiting proposals fail with "server stopped". */
 void pipeline_close(pipeline *p);
 
-/* Log position of the last applied entry. */
+/* Log position of the last applied entry, and the newest committed one. */
 uint64_t pipeline_applied_index(pipeline *p);
 uint64_t pipeline_committed_index(pipeline *p);
+
+/* Waits (up to timeout_ms) until the store has applied index; false on
+ * timeout or shutdown. For reads that must see a given log position. */
+bool pipeline_wait_applied(pipeline *p, uint64_t index, int64_t timeout_ms);
+
+/* The request timeout etcd uses: 5 s + 2 x election timeout. */
+int64_t pipeline_request_timeout_ms(const node *n);
 
 #endif

@@ -12,6 +12,11 @@ size_t maintenance_service_methods(node *n, rpc_method *out);
 size_t cluster_service_methods(node *n, rpc_method *out);
 size_t health_service_methods(node *n, rpc_method *out);
 size_t lease_service_methods(node *n, rpc_method *out);
+/* Member-to-member methods beyond Raft traffic (served on the peer URLs). */
+size_t peer_service_methods(node *n, rpc_method *out);
+size_t watch_service_methods(node *n, rpc_method *out);
+/* Starts the member's watch hub (before the pipeline applies anything). */
+int watch_service_start(node *n, char *err, size_t err_len);
 /* Every other etcd method answers "not supported yet" (never "unknown"). */
 size_t pending_service_methods(node *n, rpc_method *out);
 

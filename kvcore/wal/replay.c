@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static int replay_fail(replay *r, const rec_view *v, char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -147,8 +149,21 @@ static int on_entry(replay *r, const rec_view *v, char *err, size_t err_len) {
   return 0;
 }
 
+/* Gives back mapped pages the scan has left behind (a window is kept in
+ * case the scanner looks back at a recent record). */
+static void release_behind(replay *r, size_t off) {
+  enum { WINDOW = 1 << 20, STEP = 8 << 20 };
+  if (!r->map_base || off < r->released + STEP + WINDOW) return;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t upto = (off - WINDOW) / page * page;
+  if (upto <= r->released) return;
+  madvise((void *)(r->map_base + r->released), upto - r->released, MADV_DONTNEED);
+  r->released = upto;
+}
+
 static int on_record(void *ctx, const rec_view *v, char *err, size_t err_len) {
   replay *r = ctx;
+  release_behind(r, v->off);
   switch (v->type) {
     case REC_SEGMENT: return on_segment(r, v, err, err_len);
     case REC_META: return on_meta(r, v, err, err_len);
@@ -170,7 +185,7 @@ int replay_segment(replay *r, const char *name, uint64_t seq, uint64_t name_inde
   snprintf(r->name, sizeof r->name, "%s", name);
   r->seq = seq;
   r->name_index = name_index;
-  if (seg_scan(name, buf, n, final, on_record, r, res, err, err_len) < 0) return -1;
+  if (seg_scan_hinted(name, buf, n, r->nonzero_hint, final, on_record, r, res, err, err_len) < 0) return -1;
   r->started = true;
   r->prev_end = res->end;
   return 0;

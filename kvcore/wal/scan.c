@@ -22,6 +22,7 @@
 #include "wal_int.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,6 +75,11 @@ static const unsigned header_types[SEG_HEADER_RECORDS] = {REC_SEGMENT, REC_META,
 
 int seg_scan(const char *name, const uint8_t *buf, size_t n, bool final, rec_fn fn, void *ctx,
              seg_result *res, char *err, size_t err_len) {
+  return seg_scan_hinted(name, buf, n, SIZE_MAX, final, fn, ctx, res, err, err_len);
+}
+
+int seg_scan_hinted(const char *name, const uint8_t *buf, size_t n, size_t nonzero, bool final, rec_fn fn,
+                    void *ctx, seg_result *res, char *err, size_t err_len) {
   memset(res, 0, sizeof *res);
   size_t off = 0;
   int nrec = 0;
@@ -114,7 +120,9 @@ int seg_scan(const char *name, const uint8_t *buf, size_t n, bool final, rec_fn 
   }
 
   size_t p = off;
-  size_t nz = nonzero_end(buf, p, n);
+  /* A caller that already knows where the non-zero bytes end (found without
+   * touching the zero tail) spares the backward walk over it. */
+  size_t nz = nonzero == SIZE_MAX ? nonzero_end(buf, p, n) : (nonzero > p ? nonzero : p);
   res->seed = seed;
   res->end = p;
   if (nrec < SEG_HEADER_RECORDS) {

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -346,6 +347,54 @@ fail:
   return -1;
 }
 
+/* Maps a segment for reading, and finds where its non-zero bytes end by
+ * reading backwards with a small buffer: the zero-filled tail of
+ * preallocated space is never touched through the map, so a fresh 64 MiB
+ * segment costs the few pages it holds, not 64 MiB of memory. *data is NULL
+ * for an empty file. */
+static int map_segment(const char *path, uint8_t **data, size_t *n, size_t *nonzero) {
+  *data = NULL;
+  *n = *nonzero = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    close(fd);
+    return -1;
+  }
+  static _Thread_local uint8_t chunk[1 << 16];
+  uint64_t end = (uint64_t)st.st_size;
+  while (end > 0) {
+    size_t k = end < sizeof chunk ? (size_t)end : sizeof chunk;
+    ssize_t got = pread(fd, chunk, k, (off_t)(end - k));
+    if (got != (ssize_t)k) {
+      close(fd);
+      if (got >= 0) errno = EIO;
+      return -1;
+    }
+    size_t j = k;
+    while (j > 0 && chunk[j - 1] == 0) j--;
+    if (j > 0) {
+      end = end - k + j;
+      break;
+    }
+    end -= k;
+  }
+  *nonzero = (size_t)end;
+  if (st.st_size > 0) {
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      close(fd);
+      return -1;
+    }
+    madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
+    *data = p;
+    *n = (size_t)st.st_size;
+  }
+  close(fd);
+  return 0;
+}
+
 int wal_open(const char *dir, wal_snap from, const wal_options *opt, wal_recovered *rec, wal **out,
              char *err, size_t err_len) {
   wal_recovered tmp_rec;
@@ -385,13 +434,18 @@ int wal_open(const char *dir, wal_snap from, const wal_options *opt, wal_recover
     snprintf(w->path, sizeof w->path, "%s/%s", dir, name);
     uint8_t *data;
     size_t n;
-    if (read_file(w->path, &data, &n) < 0) {
+    size_t nonzero;
+    if (map_segment(w->path, &data, &n, &nonzero) < 0) {
       set_err(err, err_len, "wal: reading %s: %s", w->path, strerror(errno));
       goto fail;
     }
+    r.map_base = data;
+    r.released = 0;
+    r.nonzero_hint = nonzero;
     int rc = replay_segment(&r, w->path, w->segs[i].seq, w->segs[i].index, data, n,
                             i + 1 == w->n_segs, &res, err, err_len);
-    free(data);
+    if (data) munmap(data, n);
+    r.map_base = NULL;
     if (rc < 0) goto fail;
   }
   if (replay_finish(&r, err, err_len) < 0) goto fail;

@@ -115,6 +115,9 @@ typedef int (*rec_fn)(void *ctx, const rec_view *r, char *err, size_t err_len);
  * `name` and the offset. Never reads outside buf[0..n). */
 int seg_scan(const char *name, const uint8_t *buf, size_t n, bool final, rec_fn fn, void *ctx,
              seg_result *res, char *err, size_t err_len);
+/* The same, told where the last non-zero byte ends (SIZE_MAX: unknown). */
+int seg_scan_hinted(const char *name, const uint8_t *buf, size_t n, size_t nonzero, bool final, rec_fn fn,
+                    void *ctx, seg_result *res, char *err, size_t err_len);
 
 /* Segment file names, as etcd's: %016x-%016x.wal (sequence, first index). */
 #define SEG_NAME_LEN 37
@@ -134,6 +137,12 @@ typedef struct {
   uint64_t name_index; /* likewise */
   size_t prev_end;     /* valid bytes of the previous segment */
   wal_snap best;       /* the newest snapshot marker at or before `from` */
+  /* The segment being replayed is mapped here; pages already consumed are
+   * released as the scan moves on, so a full segment never sits in memory
+   * whole (entries are copied out as they are read). */
+  const uint8_t *map_base;
+  size_t released;
+  size_t nonzero_hint; /* where the segment's non-zero bytes end; SIZE_MAX: unknown */
   wal_snap latest;     /* the newest snapshot marker read */
   char name[4096];     /* segment being read (a copy), for messages */
 } replay;

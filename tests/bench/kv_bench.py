@@ -12,8 +12,9 @@ Loads (10 connections / 100 clients, 256-byte values, 100k distinct keys):
   put-1   one client, one connection: latency of a single durable write,
           compared with one fdatasync measured on the same disk
 
-Server CPU comes from /proc/<pid>/stat (user+system) across each load;
-peak RSS is VmHWM at the end. This is a benchmark, not a test: it asserts
+Server CPU comes from /proc/<pid>/stat (user+system) across each load, and
+per thread name from /proc/<pid>/task/*/stat (synod-apply, synod-wal,
+synod-grpc, synod-ckpt...); peak RSS is VmHWM at the end. This is a benchmark, not a test: it asserts
 nothing, it reports.
 """
 
@@ -47,6 +48,21 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def thread_cpu_seconds(pid):
+    """CPU seconds per thread name (threads of one name added up)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue  # the thread ended
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
 
 
 def peak_rss_mb(pid):
@@ -118,15 +134,22 @@ class Server:
 
 def run_load(server, name, args, total):
     before = cpu_seconds(server.proc.pid)
+    threads_before = thread_cpu_seconds(server.proc.pid)
     out = subprocess.run([BENCH, "--endpoints", server.endpoint] + args, capture_output=True, text=True,
                          timeout=1800)
     cpu = cpu_seconds(server.proc.pid) - before
+    threads = thread_cpu_seconds(server.proc.pid)
     if out.returncode != 0:
         raise RuntimeError("%s failed on %s:\n%s" % (name, server.kind, out.stderr[-2000:]))
     r = parse(out.stdout + out.stderr)
     r["cpu_us_per_req"] = cpu / total * 1e6
+    r["thread_cpu_us_per_req"] = {
+        n: (v - threads_before.get(n, 0.0)) / total * 1e6 for n, v in threads.items()
+        if v - threads_before.get(n, 0.0) > 0}
     sys.stderr.write("  %-6s %-6s %9.0f req/s  p99 %7.2f ms  avg %6.3f ms  cpu %6.1f us/req\n" % (
         server.kind, name, r["qps"], r["p99_ms"], r["avg_ms"], r["cpu_us_per_req"]))
+    busiest = sorted(r["thread_cpu_us_per_req"].items(), key=lambda kv: -kv[1])[:6]
+    sys.stderr.write("         threads, us/req: %s\n" % ", ".join("%s %.1f" % kv for kv in busiest))
     return r
 
 

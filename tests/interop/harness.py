@@ -42,13 +42,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=20.0, proc=None):
+def wait_port(port, timeout=20.0, proc=None, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("server exited with %d" % proc.returncode)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
@@ -101,7 +101,7 @@ class Member:
         return self
 
     def wait_ready(self, timeout=30.0):
-        wait_port(self.client_port, timeout, self.proc)
+        wait_port(self.client_port, timeout, self.proc, host=self.endpoint.rsplit(":", 1)[0])
         deadline = time.time() + timeout
         while time.time() < deadline:
             r = etcdctl(self, "endpoint", "health", check=False, timeout=5)

@@ -60,10 +60,12 @@ class Refusals(unittest.TestCase):
             r = run([flag] + self.data)
             self.assertEqual(r.returncode, 1, flag)
             self.assertIn("is not supported yet by Synod", r.stderr, flag)
-        r = run(["--initial-cluster", "default=http://localhost:2380,other=http://localhost:2480"] + self.data)
-        self.assertIn("multi-member clusters are not supported yet", r.stderr)
-        r = run(["--initial-cluster-state", "existing"] + self.data)
-        self.assertIn("is not supported yet", r.stderr)
+
+    def test_joining_needs_a_reachable_cluster(self):
+        r = run(["--initial-cluster-state", "existing", "--initial-cluster",
+                 "default=http://localhost:2380,other=http://127.0.0.1:9"] + self.data, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot fetch cluster info from any peer", r.stderr)
 
     def test_initial_cluster_must_name_this_member(self):
         r = run(["--name", "a", "--initial-cluster", "b=http://localhost:2380"] + self.data)

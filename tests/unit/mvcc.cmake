@@ -7,7 +7,9 @@ synod_unit_test(test_mvcc SOURCES unit/test_mvcc.c LIBS mvcc_testlib)
 synod_unit_test(test_mvcc_model SOURCES unit/test_mvcc_model.c LIBS mvcc_testlib)
 synod_unit_test(test_mvcc_durability SOURCES unit/test_mvcc_durability.c LIBS mvcc_testlib)
 synod_unit_test(test_mvcc_record SOURCES unit/test_mvcc_record.c LIBS mvcc_testlib)
+synod_unit_test(test_mvcc_space SOURCES unit/test_mvcc_space.c LIBS mvcc_testlib)
 
 # Benchmark (not a test): build/bin/mvcc_bench [keys] [dir]; figures in docs/storage.md.
-add_executable(mvcc_bench ${CMAKE_SOURCE_DIR}/tests/bench/mvcc_bench.c)
+add_executable(mvcc_bench ${CMAKE_SOURCE_DIR}/tests/bench/mvcc_bench.c
+               ${CMAKE_SOURCE_DIR}/tests/bench/bench_proc.c)
 target_link_libraries(mvcc_bench PRIVATE synod_mvcc)

@@ -12,31 +12,6 @@
 
 #define K(s) (const uint8_t *)(s), strlen(s)
 
-static void test_kv_rec(void) {
-  kv_rec r = {.create = 5, .mod = 9, .mod_sub = 2, .version = 3, .lease = -7,
-              .value = (const uint8_t *)"hello", .value_len = 5};
-  uint8_t b[64];
-  kv_rec_encode(b, &r);
-  kv_rec d;
-  REQUIRE(kv_rec_decode(b, kv_rec_size(5), &d) == 0);
-  CHECK(d.create == 5 && d.mod == 9 && d.mod_sub == 2 && d.version == 3 && d.lease == -7);
-  CHECK_MEM(d.value, d.value_len, "hello", 5);
-  CHECK_INT(kv_rec_decode(b, KV_REC_HDR - 1, &d), ==, -1);
-  CHECK_INT(kv_rec_decode(b, KV_REC_HDR, &d), ==, 0); /* empty value */
-  kv_rec bad = r;
-  bad.mod = 4; /* modified before it was created */
-  kv_rec_encode(b, &bad);
-  CHECK_INT(kv_rec_decode(b, kv_rec_size(5), &d), ==, -1);
-  bad = r;
-  bad.version = 0;
-  kv_rec_encode(b, &bad);
-  CHECK_INT(kv_rec_decode(b, kv_rec_size(5), &d), ==, -1);
-  bad = r;
-  bad.create = -1;
-  kv_rec_encode(b, &bad);
-  CHECK_INT(kv_rec_decode(b, kv_rec_size(5), &d), ==, -1);
-}
-
 static void test_hist_rec(void) {
   hist_rec r = {.key = (const uint8_t *)"key", .key_len = 3, .create = 2, .version = 4, .lease = 1,
                 .value = (const uint8_t *)"v", .value_len = 1};
@@ -95,24 +70,40 @@ static void test_kidx_and_state(void) {
   CHECK_INT(kidx_decode(b, KIDX_LEN, &main, &sub, &del), ==, -1);
 
   store_state st = {.rev = 10, .compact_rev = 8, .compact_done_rev = 5, .compact_pos_main = 6,
-                    .compact_pos_sub = 1, .applied_index = UINT64_MAX, .applied_term = 3};
-  uint8_t s[STATE_LEN];
+                    .compact_pos_sub = 1, .applied_index = UINT64_MAX, .applied_term = 3,
+                    .live_keys = 77};
+  uint8_t s[STATE_LEN], c[CSTATE_LEN];
   state_encode(s, &st);
-  store_state d;
+  cstate_encode(c, &st);
+  store_state d = {0};
   REQUIRE(state_decode(s, STATE_LEN, &d) == 0);
+  REQUIRE(cstate_decode(c, CSTATE_LEN, &d) == 0);
   CHECK(memcmp(&d, &st, sizeof d) == 0);
+  CHECK_INT(state_check(&d), ==, 0);
   CHECK_INT(state_decode(s, STATE_LEN - 1, &d), ==, -1);
+  CHECK_INT(cstate_decode(c, CSTATE_LEN + 1, &d), ==, -1);
   store_state bad = st;
   bad.compact_rev = 11; /* beyond the current revision */
+  CHECK_INT(state_check(&bad), ==, -1);
+  bad = st;
+  bad.compact_done_rev = 9; /* physically ahead of the logical compaction */
+  cstate_encode(c, &bad);
+  CHECK_INT(cstate_decode(c, CSTATE_LEN, &d), ==, -1);
+  bad = st;
+  bad.rev = 0;
   state_encode(s, &bad);
   CHECK_INT(state_decode(s, STATE_LEN, &d), ==, -1);
   bad = st;
-  bad.compact_done_rev = 9; /* physically ahead of the logical compaction */
+  bad.live_keys = -1;
   state_encode(s, &bad);
   CHECK_INT(state_decode(s, STATE_LEN, &d), ==, -1);
-  state_encode(s, &st);
-  s[0] = 2; /* unknown format */
-  CHECK_INT(state_decode(s, STATE_LEN, &d), ==, -1);
+  cstate_encode(c, &st);
+  c[0] = 1; /* another format: told apart from corruption */
+  CHECK_INT(cstate_decode(c, CSTATE_LEN, &d), ==, -2);
+  CHECK_INT(cstate_decode(c, 4, &d), ==, -2);
+  c[0] = STATE_FORMAT;
+  c[4] = 1; /* unknown flags */
+  CHECK_INT(cstate_decode(c, CSTATE_LEN, &d), ==, -1);
 }
 
 /* A plausible LMDB meta page, as record.c expects the layout. */
@@ -187,7 +178,8 @@ static void test_marker(void) {
 
 /* ---------------------------------------------------------------- corrupt store */
 
-/* Overwrites one record of a closed store through LMDB directly. */
+/* Overwrites one record of a closed store through LMDB directly (db NULL:
+ * the main database; a database that does not exist is created). */
 static int raw_put(const char *dir, const char *db, const void *key, size_t klen, const void *val,
                    size_t vlen) {
   MDB_env *env;
@@ -197,7 +189,7 @@ static int raw_put(const char *dir, const char *db, const void *key, size_t klen
   if (!rc) rc = mdb_env_set_maxdbs(env, 16);
   if (!rc) rc = mdb_env_open(env, dir, 0, 0600);
   if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
-  if (!rc) rc = mdb_dbi_open(txn, db, 0, &dbi);
+  if (!rc) rc = mdb_dbi_open(txn, db, db ? MDB_CREATE : 0, &dbi);
   MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
   if (!rc) {
     unsigned flags;
@@ -219,10 +211,16 @@ static void test_corrupt_records(void) {
   CHECK_INT(tput(s, "b", "1", 0), ==, MVCC_OK); /* 3 */
   CHECK_INT(tput(s, "a", "2", 3), ==, MVCC_OK); /* 4 */
   CHECK_INT(tput(s, "c", "1", 0), ==, MVCC_OK); /* 5 */
+  CHECK_INT(tput(s, "e", "1", 0), ==, MVCC_OK); /* 6 */
   mvcc_close(s);
-  /* kv of a: too short; hist of {3,0} (b): bad type; kidx of c: bad type. */
-  CHECK_INT(raw_put(dir, "kv", "a", 1, "xyz", 3), ==, 0);
-  uint8_t hk[HIST_KEY_LEN], junk[40] = {9};
+  /* hist of {4,0} (a's current version): a valid record of another key;
+   * hist of {3,0} (b): bad type; kidx of c: bad type. */
+  uint8_t hk[HIST_KEY_LEN], rec[64], junk[40] = {9};
+  hist_rec other = {.key = (const uint8_t *)"z", .key_len = 1, .create = 4, .version = 1,
+                    .value = (const uint8_t *)"2", .value_len = 1};
+  hist_rec_encode(rec, &other);
+  hist_key_encode(hk, 4, 0);
+  CHECK_INT(raw_put(dir, "hist", hk, sizeof hk, rec, hist_rec_size(1, 1)), ==, 0);
   hist_key_encode(hk, 3, 0);
   CHECK_INT(raw_put(dir, "hist", hk, sizeof hk, junk, sizeof junk), ==, 0);
   uint8_t dup[KIDX_LEN];
@@ -234,16 +232,19 @@ static void test_corrupt_records(void) {
   mvcc_txn *t;
   REQUIRE_EQ(mvcc_read_begin(s, &t), 0);
   tkv_list l = {0};
-  mvcc_span sa = span_key("a"), sb = span_key("b"), sc = span_key("c"), all = span_from("");
+  mvcc_span sa = span_key("a"), sb = span_key("b"), sc = span_key("c"), se = span_key("e"),
+            all = span_from("");
   int64_t count;
   CHECK_INT(mvcc_range(t, &sa, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_EIO);
   CHECK_INT(mvcc_range(t, &all, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_EIO);
-  /* Counting does not decode values. */
+  /* Counting the whole keyspace reads the live-key count, nothing else. */
   CHECK_INT(mvcc_range(t, &all, 0, 0, 0, NULL, NULL, &count), ==, MVCC_OK);
-  CHECK_INT(count, ==, 3);
+  CHECK_INT(count, ==, 4);
   CHECK_INT(mvcc_range(t, &sb, 4, 0, 0, tkv_collect, &l, NULL), ==, MVCC_EIO);
+  CHECK_INT(mvcc_range(t, &sb, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_EIO);
   CHECK_INT(mvcc_range(t, &sc, 4, 0, 0, tkv_collect, &l, NULL), ==, MVCC_EIO); /* via kidx */
-  CHECK_INT(mvcc_range(t, &sb, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_OK); /* kv of b is fine */
+  CHECK_INT(mvcc_range(t, &sc, 0, 0, 0, NULL, NULL, &count), ==, MVCC_EIO);
+  CHECK_INT(mvcc_range(t, &se, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_OK); /* e is fine */
   CHECK_INT(mvcc_changes(t, 0, 0, tkv_collect_change, &l), ==, MVCC_EIO);
   mvcc_kv kv;
   CHECK_INT(mvcc_get_before(t, K("b"), 5, 0, &kv), ==, MVCC_EIO);
@@ -263,16 +264,34 @@ static void test_corrupt_records(void) {
   CHECK(tget(s, "d", 0, NULL) == NULL);
   mvcc_close(s);
 
-  /* A corrupt store state: open refuses. */
-  CHECK_INT(raw_put(dir, "meta", "state", 5, "bad", 3), ==, 0);
+  /* Corrupt store state, or a store of another format: open refuses. */
+  uint8_t *saved;
+  size_t saved_len;
+  char path[600];
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  REQUIRE_EQ(read_file(path, &saved, &saved_len), 0);
   mvcc_options o = {.dir = dir};
+  CHECK_INT(raw_put(dir, NULL, "mvcc.state", 10, "bad", 3), ==, 0);
   CHECK_INT(mvcc_open(&o, &s), ==, MVCC_EIO);
+  REQUIRE_EQ(write_file_atomic(path, saved, saved_len), 0);
+  store_state st = {.rev = 6};
+  uint8_t cs[CSTATE_LEN];
+  cstate_encode(cs, &st);
+  cs[0] = 3;
+  CHECK_INT(raw_put(dir, NULL, "mvcc.compact", 12, cs, sizeof cs), ==, 0);
+  CHECK_INT(mvcc_open(&o, &s), ==, MVCC_EIO);
+  REQUIRE_EQ(write_file_atomic(path, saved, saved_len), 0);
+  CHECK_INT(raw_put(dir, "kv", "a", 1, "x", 1), ==, 0); /* format 1's database */
+  CHECK_INT(mvcc_open(&o, &s), ==, MVCC_EIO);
+  REQUIRE_EQ(write_file_atomic(path, saved, saved_len), 0);
+  CHECK_INT(mvcc_open(&o, &s), ==, MVCC_OK); /* the test itself broke nothing */
+  mvcc_close(s);
+  free(saved);
   tmpdir_remove(dir);
 }
 
 int main(void) {
   log_set_level(getenv("SYNOD_LOG") ? LOG_DEBUG : LOG_FATAL);
-  RUN(test_kv_rec);
   RUN(test_hist_rec);
   RUN(test_kidx_and_state);
   RUN(test_checkpoint_file);

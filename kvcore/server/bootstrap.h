@@ -1,0 +1,18 @@
+/* bootstrap.h (private to kvcore/server) - who this member is: restart,
+ * new cluster, or joining an existing one (see bootstrap.c). */
+#ifndef SYNOD_SERVER_BOOTSTRAP_H
+#define SYNOD_SERVER_BOOTSTRAP_H
+
+#include "node.h"
+#include "raft.h"
+
+typedef struct {
+  raft_entry *ents; /* a new cluster's founding log; empty otherwise */
+  size_t n;
+} founding_log;
+
+/* Sets n->member_id, n->cluster_id and seeds n->members. */
+int bootstrap_member(node *n, founding_log *log, char *err, size_t err_len);
+void founding_log_free(founding_log *log);
+
+#endif

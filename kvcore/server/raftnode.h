@@ -1,0 +1,87 @@
+/* raftnode.h (private to kvcore/server) - the Raft loop: one thread that
+ * owns a kvcore/raft node, its in-memory log and the WAL, and drives them
+ * (etcd's raftNode, in C).
+ *
+ * Inputs arrive through a mailbox from any thread: proposals, messages from
+ * peers, read-index requests, reports from the transport, and ticks (the
+ * loop's own clock, every --heartbeat-interval). Each ready is handled in
+ * the order raft.h prescribes: send what may go early, make entries and
+ * hard state durable (one fdatasync shared by everything proposed
+ * meanwhile), send what needed durability, hand committed entries to the
+ * apply thread, advance. */
+#ifndef SYNOD_SERVER_RAFTNODE_H
+#define SYNOD_SERVER_RAFTNODE_H
+
+#include "raft.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct raftnode raftnode;
+
+typedef struct {
+  /* Committed entries, in order; ownership of ents (one malloc'd array whose
+   * data lives in the same block) passes to the callee. */
+  void (*committed)(void *arg, raft_entry *ents, size_t n);
+  /* A read point is known: reads batched under ctx may run once the store
+   * has applied `index`. */
+  void (*read_ready)(void *arg, uint64_t ctx, uint64_t index);
+  /* Leadership or term changed (lead 0: none known). */
+  void (*leader_changed)(void *arg, uint64_t lead, uint64_t term);
+  /* Messages to peers, each encoded with raft_msg_encode. Called on the loop
+   * thread; must not block. */
+  void (*send)(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+  void *arg;
+} raftnode_callbacks;
+
+typedef struct {
+  uint64_t id;
+  const char *wal_dir;
+  const void *wal_meta; /* member and cluster IDs, checked on reopen */
+  size_t wal_meta_len;
+  uint32_t heartbeat_ms, election_ticks;
+  bool pre_vote;
+  uint64_t snapshot_count; /* at most this many entries kept in memory */
+  /* Where the store stands: the log is read from here on, and the store is
+   * the snapshot raft starts from. */
+  uint64_t applied_index, applied_term;
+  raft_conf_state applied_conf;
+  /* A new cluster: the founding conf changes to write as entries 1..n. */
+  const raft_entry *bootstrap;
+  size_t n_bootstrap;
+  raftnode_callbacks cb;
+} raftnode_options;
+
+int raftnode_start(const raftnode_options *o, raftnode **out, char *err, size_t err_len);
+/* Stops the loop; entries proposed but not committed are dropped. */
+void raftnode_stop(raftnode *rn);
+
+/* Mailbox (any thread). Data is copied. */
+void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len);
+void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc);
+void raftnode_step(raftnode *rn, const uint8_t *msg, size_t len);
+void raftnode_read_index(raftnode *rn, uint64_t ctx);
+void raftnode_unreachable(raftnode *rn, uint64_t peer);
+void raftnode_snapshot_sent(raftnode *rn, uint64_t peer, bool ok);
+void raftnode_transfer_leader(raftnode *rn, uint64_t to);
+/* The store has applied up to index (conf as of it): log entries before it
+ * may be dropped from memory, and WAL segments before the store's durable
+ * point purged. */
+void raftnode_store_applied(raftnode *rn, uint64_t index, uint64_t term, const raft_conf_state *conf,
+                            uint64_t durable_index);
+
+/* Thread-safe snapshots of the loop's view, refreshed every iteration. */
+typedef struct {
+  raft_status st;
+  raft_peer_status peers[RAFT_MAX_NODES];
+  uint32_t n_peers;
+  raft_conf_state conf;
+} raftnode_view;
+void raftnode_get_view(raftnode *rn, raftnode_view *v);
+uint64_t raftnode_lead(raftnode *rn);
+uint64_t raftnode_term(raftnode *rn);
+/* True when this member is the only voter and the leader: reads need no
+ * quorum round. */
+bool raftnode_sole_leader(raftnode *rn);
+
+#endif

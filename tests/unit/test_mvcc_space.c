@@ -1,0 +1,253 @@
+/* Tests for the data file's space and the map's resident pages (space.c),
+ * in both write modes: a full disk is MVCC_ENOSPACE (never SIGBUS) and
+ * commits nothing, db_size counts used pages, and releasing the map under
+ * concurrent readers changes nothing they read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "mvcc.h"
+#include "mvcc_int.h"
+#include "mvcc_testutil.h"
+#include "testing.h"
+
+#define K(s) (const uint8_t *)(s), strlen(s)
+
+static int64_t count_keys(mvcc_store *s) {
+  mvcc_txn *t;
+  int64_t n = -1;
+  if (mvcc_read_begin(s, &t) == 0) {
+    mvcc_span all = span_from("");
+    if (mvcc_range(t, &all, 0, 0, 0, NULL, NULL, &n) != MVCC_OK) n = -1;
+    mvcc_txn_end(t);
+  }
+  return n;
+}
+
+/* Writes batches of 10 big values until one fails; returns that code, and
+ * the keys committed before it. */
+static int fill(mvcc_store *s, int *committed) {
+  char value[3000];
+  memset(value, 'v', sizeof value);
+  *committed = 0;
+  for (int i = 0; i < 100000; i++) {
+    mvcc_txn *t;
+    int rc = mvcc_write_begin(s, &t);
+    for (int j = 0; j < 10 && !rc; j++) {
+      char key[32];
+      snprintf(key, sizeof key, "key-%06d", i * 10 + j);
+      rc = mvcc_put(t, K(key), (const uint8_t *)value, sizeof value, 0, NULL);
+    }
+    if (rc) {
+      /* Poisoned: the commit must fail alike and write nothing. */
+      if (mvcc_write_commit(t) != rc) return MVCC_EINVAL;
+      return rc;
+    }
+    rc = mvcc_write_commit(t);
+    if (rc) return rc;
+    *committed += 10;
+  }
+  return MVCC_OK;
+}
+
+/* In a child with its own mount namespace: a 6 MiB tmpfs, a store on it,
+ * writes until the disk is full. Exit 0: ENOSPACE and the store intact;
+ * 77: no tmpfs could be mounted (not root): skipped. */
+static void disk_full_child(const char *dir) {
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+      mount("tmpfs", dir, "tmpfs", 0, "size=6m") < 0)
+    _exit(77);
+  mvcc_options o = {.dir = dir, .map_size = 64 << 20, .checkpoint_ms = 3600000};
+  mvcc_store *s;
+  if (mvcc_open(&o, &s) != MVCC_OK) _exit(2);
+  int committed;
+  int rc = fill(s, &committed);
+  if (rc != MVCC_ENOSPACE || committed == 0) {
+    fprintf(stderr, "  fill: %s after %d keys\n", mvcc_strerror(rc), committed);
+    _exit(3);
+  }
+  if (count_keys(s) != committed) _exit(4);
+  mvcc_stats st;
+  if (mvcc_stats_get(s, &st) != MVCC_OK || st.db_size > 6 << 20) _exit(5);
+  /* Deleting needs little space and may or may not fit; either way no
+   * crash, and what fails is refused cleanly. */
+  mvcc_txn *t;
+  if (mvcc_write_begin(s, &t) != MVCC_OK) _exit(6);
+  mvcc_span one = span_key("key-000000");
+  rc = mvcc_delete_range(t, &one, NULL, NULL, NULL);
+  if (rc != MVCC_OK && rc != MVCC_ENOSPACE) _exit(7);
+  rc = mvcc_write_commit(t);
+  if (rc != MVCC_OK && rc != MVCC_ENOSPACE) _exit(8);
+  mvcc_close(s);
+  if (mvcc_open(&o, &s) != MVCC_OK) _exit(9);
+  int64_t n = count_keys(s);
+  if (n != committed && n != committed - 1) _exit(10);
+  mvcc_close(s);
+  _exit(0);
+}
+
+static void test_disk_full(void) {
+  char *dir = tmpdir_new();
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) disk_full_child(dir);
+  int status;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+    fprintf(stderr, "  skipped: cannot mount a tmpfs here (needs root)\n");
+  } else {
+    if (WIFSIGNALED(status)) fprintf(stderr, "  child died of signal %d\n", WTERMSIG(status));
+    else if (WEXITSTATUS(status)) fprintf(stderr, "  child failed at step %d\n", WEXITSTATUS(status));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  tmpdir_remove(dir);
+}
+
+/* fallocate fails as on a full disk once `allow` calls have passed. */
+static int allow;
+static int failing_fallocate(int fd, off_t off, off_t len) {
+  if (allow-- > 0) return fallocate(fd, 0, off, len);
+  errno = ENOSPC;
+  return -1;
+}
+
+static void test_injected_enospc(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  REQUIRE(s->prealloc); /* /tmp is ext4 or tmpfs here */
+  CHECK_INT(tput(s, "a", "1", 0), ==, MVCC_OK);
+  allow = 0;
+  mvcc_test_set_fallocate(failing_fallocate);
+  /* 8 MiB values: past the chunk allocated ahead within a few puts. */
+  size_t n = 8 << 20;
+  uint8_t *big = xcalloc(1, n);
+  int rc = MVCC_OK, i;
+  for (i = 0; i < 20 && rc == MVCC_OK; i++) {
+    mvcc_txn *t;
+    REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
+    rc = mvcc_put(t, K("big"), big, n, 0, NULL);
+    if (rc) CHECK_INT(mvcc_write_commit(t), ==, MVCC_ENOSPACE);
+    else rc = mvcc_write_commit(t);
+  }
+  CHECK_INT(rc, ==, MVCC_ENOSPACE);
+  int rrc;
+  CHECK(tget(s, "a", 0, &rrc) != NULL);
+  mvcc_test_set_fallocate(NULL);
+  /* Space is back: writes work again. */
+  mvcc_txn *t;
+  REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
+  CHECK_INT(mvcc_put(t, K("big"), big, n, 0, NULL), ==, MVCC_OK);
+  CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
+  free(big);
+  mvcc_close(s);
+  tmpdir_remove(dir);
+}
+
+static void test_db_size(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  CHECK_INT(tput(s, "a", "1", 0), ==, MVCC_OK);
+  mvcc_stats st;
+  CHECK_INT(mvcc_stats_get(s, &st), ==, MVCC_OK);
+  char path[600];
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  struct stat fst;
+  REQUIRE_EQ(stat(path, &fst), 0);
+  /* Used pages, whatever the file's length (the map's, with WRITEMAP). */
+  CHECK(st.db_size > 0 && st.db_size < 1 << 20);
+  CHECK(st.db_size <= fst.st_size);
+  if (s->writemap) CHECK(fst.st_size >= 8ll << 30);
+  mvcc_close(s);
+  tmpdir_remove(dir);
+}
+
+/* Readers check values while the map is released again and again, and
+ * the writer keeps overwriting (between its transactions, as in the store). */
+typedef struct {
+  mvcc_store *s;
+  atomic_bool stop;
+  int bad;
+} release_run;
+
+static void *release_reader(void *p) {
+  release_run *r = p;
+  while (!atomic_load(&r->stop)) {
+    mvcc_txn *t;
+    if (mvcc_read_begin(r->s, &t)) {
+      r->bad++;
+      break;
+    }
+    tkv_list l = {0};
+    mvcc_span all = span_from("");
+    if (mvcc_range(t, &all, 0, 0, 0, tkv_collect, &l, NULL) != MVCC_OK || l.n != 200) r->bad++;
+    /* Every value is its key's number repeated, whatever the version. */
+    for (size_t i = 0; i < l.n; i++) {
+      char want[8];
+      snprintf(want, sizeof want, "%.5s", (const char *)l.v[i].key + 4);
+      for (size_t j = 0; j + 5 <= l.v[i].value_len; j += 5)
+        if (memcmp(l.v[i].value + j, want, 5) != 0) r->bad++;
+    }
+    tkv_list_clear(&l);
+    mvcc_txn_end(t);
+  }
+  return NULL;
+}
+
+static void test_release_under_readers(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  char value[2000];
+  for (int round = 0; round < 3; round++) {
+    mvcc_txn *t;
+    REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
+    for (int k = 0; k < 200; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "key-%05d", k);
+      for (size_t j = 0; j + 5 <= sizeof value; j += 5) memcpy(value + j, key + 4, 5);
+      CHECK_INT(mvcc_put(t, K(key), (const uint8_t *)value, 1000 + (size_t)round * 5, 0, NULL), ==,
+                MVCC_OK);
+    }
+    CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
+  }
+  release_run r = {.s = s};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, release_reader, &r);
+  for (int i = 0; i < 300; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "key-%05d", i % 200);
+    for (size_t j = 0; j + 5 <= sizeof value; j += 5) memcpy(value + j, key + 4, 5);
+    mvcc_txn *t;
+    REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
+    CHECK_INT(mvcc_put(t, K(key), (const uint8_t *)value, 500 + (size_t)(i % 7) * 5, 0, NULL), ==,
+              MVCC_OK);
+    space_release(s); /* in the transaction: the harder case */
+    CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
+    space_release(s);
+    if (i % 50 == 0) CHECK_INT(mvcc_checkpoint(s), ==, MVCC_OK);
+  }
+  atomic_store(&r.stop, true);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  CHECK_INT(r.bad, ==, 0);
+  mvcc_close(s);
+  tmpdir_remove(dir);
+}
+
+int main(void) {
+  log_set_level(getenv("SYNOD_LOG") ? LOG_DEBUG : LOG_FATAL);
+  for (int writemap = 0; writemap < 2; writemap++) {
+    mvcc_test_set_writemap(writemap);
+    fprintf(stderr, "-- %s\n", writemap ? "MDB_WRITEMAP" : "pwrite");
+    RUN(test_disk_full);
+    RUN(test_injected_enospc);
+    RUN(test_db_size);
+    RUN(test_release_under_readers);
+  }
+  return testing_done();
+}

@@ -1,0 +1,306 @@
+/* kvcore/rpc end to end on loopback: a server with test methods and the
+ * module's own client. Covers unary calls, UNIMPLEMENTED for unknown paths,
+ * streams in both directions, graceful and abrupt ends, client cancellation
+ * of a long wait, and shutdown with calls in flight (no hang, no leak). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "proto.h"
+#include "rpc.h"
+#include "testing.h"
+
+typedef Grpc__Health__V1__HealthCheckRequest Req;
+typedef Grpc__Health__V1__HealthCheckResponse Resp;
+
+/* ---------------------------------------------------------------- server side */
+
+static atomic_int stream_messages, stream_closed, held_cancelled;
+static rpc_call *held_call;
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void check_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  (void)ctx;
+  const Req *r = (const Req *)m;
+  if (r->service && strcmp(r->service, "fail") == 0) return rpc_fail(call, RPC_FAILED_PRECONDITION, "told to fail");
+  Resp resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  rpc_reply(call, &resp.base);
+}
+
+static void on_cancel(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&held_cancelled, 1);
+}
+
+/* Holds the call until the test releases it (a lock waiter, say). */
+static void hold_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  (void)ctx, (void)m;
+  rpc_call_on_cancel(call, on_cancel, NULL);
+  pthread_mutex_lock(&held_mu);
+  held_call = call;
+  pthread_mutex_unlock(&held_mu);
+}
+
+static void release_held(void) {
+  pthread_mutex_lock(&held_mu);
+  rpc_call *c = held_call;
+  held_call = NULL;
+  pthread_mutex_unlock(&held_mu);
+  if (c) rpc_fail(c, RPC_ABORTED, "released");
+}
+
+/* Echo stream: every request gets a response; "finish" ends the stream with
+ * an error; the client's half-close ends it with OK. */
+static void *echo_open(void *ctx, rpc_stream *s) {
+  (void)s;
+  return ctx;
+}
+static void echo_message(void *state, rpc_stream *s, const ProtobufCMessage *m) {
+  (void)state;
+  const Req *r = (const Req *)m;
+  atomic_fetch_add(&stream_messages, 1);
+  if (r->service && strcmp(r->service, "finish") == 0) return rpc_stream_finish(s, RPC_OUT_OF_RANGE, "finished by server");
+  Resp resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  rpc_stream_send(s, &resp.base);
+}
+static void echo_half_close(void *state, rpc_stream *s) {
+  (void)state;
+  rpc_stream_finish(s, RPC_OK, NULL);
+}
+static void echo_closed(void *state, rpc_stream *s) {
+  (void)state, (void)s;
+  atomic_fetch_add(&stream_closed, 1);
+}
+static const rpc_stream_handler echo = {
+    .open = echo_open, .message = echo_message, .half_close = echo_half_close, .closed = echo_closed};
+
+static const rpc_method methods[] = {
+    {"/test.T/Check", &grpc__health__v1__health_check_request__descriptor, check_rpc, NULL, false, NULL},
+    {"/test.T/Hold", &grpc__health__v1__health_check_request__descriptor, hold_rpc, NULL, true, NULL},
+    {"/test.T/Echo", &grpc__health__v1__health_check_request__descriptor, NULL, &echo, false, NULL},
+};
+
+static rpc_server *start(char *target, size_t len) {
+  const char *listen[] = {"127.0.0.1:0"};
+  rpc_server_options o = {.listen = listen, .n_listen = 1, .threads = 2};
+  rpc_server *s = NULL;
+  char err[256];
+  if (rpc_server_start(&o, methods, sizeof methods / sizeof methods[0], &s, err, sizeof err) < 0) {
+    fprintf(stderr, "start: %s\n", err);
+    return NULL;
+  }
+  snprintf(target, len, "127.0.0.1:%d", rpc_server_port(s, 0));
+  return s;
+}
+
+/* ---------------------------------------------------------------- client side */
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  rpc_code code;
+  char message[256];
+  int status;
+  int received;
+  bool closed;
+} waiter;
+
+static void waiter_init(waiter *w) {
+  memset(w, 0, sizeof *w);
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+}
+
+static void wait_for(waiter *w, int *field, int want) {
+  pthread_mutex_lock(&w->mu);
+  for (int i = 0; i < 1000 && *field < want; i++) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  }
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void unary_done(void *arg, rpc_code code, const char *message, const ProtobufCMessage *resp) {
+  waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->code = code;
+  snprintf(w->message, sizeof w->message, "%s", message);
+  w->status = resp ? (int)((const Resp *)resp)->status : -1;
+  w->done++;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void stream_message(void *arg, const ProtobufCMessage *m) {
+  (void)m;
+  waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->received++;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void stream_closed_cb(void *arg, rpc_code code, const char *message) {
+  waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->code = code;
+  snprintf(w->message, sizeof w->message, "%s", message);
+  w->done++;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void call(rpc_channel *ch, const char *method, const char *service, int64_t timeout_ms, waiter *w) {
+  Req r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  r.service = (char *)service;
+  rpc_call_unary(ch, method, &r.base, &grpc__health__v1__health_check_response__descriptor, timeout_ms,
+                 unary_done, w);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_unary_and_unknown(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  waiter w;
+  waiter_init(&w);
+  call(ch, "/test.T/Check", "", 5000, &w);
+  wait_for(&w, &w.done, 1);
+  CHECK_INT(w.code, ==, RPC_OK);
+  CHECK_INT(w.status, ==, 1);
+  call(ch, "/test.T/Check", "fail", 5000, &w);
+  wait_for(&w, &w.done, 2);
+  CHECK_INT(w.code, ==, RPC_FAILED_PRECONDITION);
+  CHECK_STR(w.message, "told to fail");
+  call(ch, "/test.T/Nope", "", 5000, &w);
+  wait_for(&w, &w.done, 3);
+  CHECK_INT(w.code, ==, RPC_UNIMPLEMENTED);
+  CHECK_STR(w.message, "unknown method Nope for service test.T");
+  call(ch, "/other.Svc/Nope", "", 5000, &w);
+  wait_for(&w, &w.done, 4);
+  CHECK_INT(w.code, ==, RPC_UNIMPLEMENTED);
+  CHECK_STR(w.message, "unknown service other.Svc");
+  rpc_channel_close(ch);
+  rpc_server_free(srv);
+}
+
+static void test_streams(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  atomic_store(&stream_messages, 0);
+  atomic_store(&stream_closed, 0);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  waiter w;
+  waiter_init(&w);
+  rpc_client_stream_handler h = {&grpc__health__v1__health_check_response__descriptor, stream_message,
+                                 stream_closed_cb, &w};
+  rpc_client_stream *s = rpc_client_stream_open(ch, "/test.T/Echo", &h);
+  REQUIRE(s);
+  Req r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  r.service = "x";
+  for (int i = 0; i < 500; i++) CHECK_INT(rpc_client_stream_send(s, &r.base), ==, 0);
+  wait_for(&w, &w.received, 500);
+  CHECK_INT(w.received, ==, 500);
+  rpc_client_stream_close(s, true); /* half-close: the server ends with OK */
+  wait_for(&w, &w.done, 1);
+  CHECK_INT(w.code, ==, RPC_OK);
+  for (int i = 0; i < 200 && atomic_load(&stream_closed) < 1; i++) usleep(5000);
+  CHECK_INT(atomic_load(&stream_closed), ==, 1);
+  CHECK_INT(atomic_load(&stream_messages), ==, 500);
+
+  /* the server ends a stream with an error */
+  waiter w2;
+  waiter_init(&w2);
+  h.arg = &w2;
+  s = rpc_client_stream_open(ch, "/test.T/Echo", &h);
+  r.service = "finish";
+  rpc_client_stream_send(s, &r.base);
+  wait_for(&w2, &w2.done, 1);
+  CHECK_INT(w2.code, ==, RPC_OUT_OF_RANGE);
+  CHECK_STR(w2.message, "finished by server");
+
+  /* the client cancels: the server's closed() runs */
+  waiter w3;
+  waiter_init(&w3);
+  h.arg = &w3;
+  s = rpc_client_stream_open(ch, "/test.T/Echo", &h);
+  r.service = "x";
+  rpc_client_stream_send(s, &r.base);
+  wait_for(&w3, &w3.received, 1);
+  rpc_client_stream_close(s, false);
+  wait_for(&w3, &w3.done, 1);
+  CHECK_INT(w3.code, ==, RPC_CANCELLED);
+  for (int i = 0; i < 200 && atomic_load(&stream_closed) < 3; i++) usleep(5000);
+  CHECK_INT(atomic_load(&stream_closed), ==, 3);
+  rpc_channel_close(ch);
+  rpc_server_free(srv);
+}
+
+static void test_long_wait_cancel(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  atomic_store(&held_cancelled, 0);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  waiter w;
+  waiter_init(&w);
+  call(ch, "/test.T/Hold", "", 200, &w); /* the client gives up after 200 ms */
+  wait_for(&w, &w.done, 1);
+  CHECK_INT(w.code, ==, RPC_DEADLINE_EXCEEDED);
+  for (int i = 0; i < 200 && atomic_load(&held_cancelled) < 1; i++) usleep(5000);
+  CHECK_INT(atomic_load(&held_cancelled), ==, 1);
+  release_held(); /* a late reply to a cancelled call is dropped, not leaked */
+  rpc_channel_close(ch);
+  rpc_server_free(srv);
+}
+
+static void test_shutdown_with_calls_in_flight(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  waiter w;
+  waiter_init(&w);
+  rpc_client_stream_handler h = {&grpc__health__v1__health_check_response__descriptor, stream_message,
+                                 stream_closed_cb, &w};
+  rpc_client_stream *streams[20];
+  Req r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  r.service = "x";
+  for (int i = 0; i < 20; i++) {
+    streams[i] = rpc_client_stream_open(ch, "/test.T/Echo", &h);
+    for (int k = 0; k < 50; k++) rpc_client_stream_send(streams[i], &r.base);
+  }
+  waiter u;
+  waiter_init(&u);
+  call(ch, "/test.T/Hold", "", 10000, &u);
+  for (int i = 0; i < 200; i++) call(ch, "/test.T/Check", "", 10000, &u);
+  usleep(100000);
+  rpc_server_shutdown(srv);
+  release_held();
+  rpc_server_free(srv); /* must return: every call released */
+  wait_for(&w, &w.done, 20);
+  CHECK_INT(w.done, ==, 20); /* every stream saw its end */
+  wait_for(&u, &u.done, 201);
+  CHECK_INT(u.done, ==, 201);
+  rpc_channel_close(ch);
+}
+
+int main(void) {
+  rpc_global_init();
+  RUN(test_unary_and_unknown);
+  RUN(test_streams);
+  RUN(test_long_wait_cancel);
+  RUN(test_shutdown_with_calls_in_flight);
+  rpc_global_shutdown();
+  return testing_done();
+}
