@@ -510,14 +510,19 @@ void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) 
   if (stopping) {
     if (call) rpc_fail_with(call, &ERR_STOPPED);
   } else {
+    /* The proposer waits up to the request timeout, or less if its client
+     * gives up sooner; a retry after that would commit a write the client
+     * was told timed out. */
+    int64_t deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+    if (call && rpc_call_deadline(call) < deadline) deadline = rpc_call_deadline(call);
     if (call) {
       waiter *w = xcalloc(1, sizeof *w);
       w->id = copy.id;
       w->call = call;
-      w->deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+      w->deadline = deadline;
       waiter_put(p, w);
     }
-    raftnode_propose(p->rn, data, len);
+    raftnode_propose(p->rn, data, len, deadline);
   }
   if (data != stack) free(data);
 }

@@ -56,8 +56,11 @@ int raftnode_start(const raftnode_options *o, raftnode **out, char *err, size_t 
 /* Stops the loop; entries proposed but not committed are dropped. */
 void raftnode_stop(raftnode *rn);
 
-/* Mailbox (any thread). Data is copied. */
-void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len);
+/* Mailbox (any thread). Data is copied. A proposal that finds no leader is
+ * kept and retried once one is known, but never after `deadline`
+ * (monotonic ns): past it the proposer has given up, and a write it was told
+ * timed out must not be committed long afterwards. */
+void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len, int64_t deadline);
 void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc);
 void raftnode_step(raftnode *rn, const uint8_t *msg, size_t len);
 void raftnode_read_index(raftnode *rn, uint64_t ctx);
