@@ -40,5 +40,12 @@ extern const rpc_error ERR_AUTH_NOT_ENABLED;
 extern const rpc_error ERR_KEY_TOO_LONG;
 extern const rpc_error ERR_INTERNAL;
 extern const rpc_error ERR_NOT_SUPPORTED_YET;
+/* Lock and Election: etcd serves them with plain Go errors (gRPC code
+ * Unknown, the recipe's message). */
+extern const rpc_error ERR_LOCK_SESSION_EXPIRED;
+extern const rpc_error ERR_ELECTION_SESSION_EXPIRED;
+extern const rpc_error ERR_ELECTION_NOT_LEADER;
+extern const rpc_error ERR_ELECTION_NO_LEADER;
+extern const rpc_error ERR_ELECTION_MISSING_LEADER;
 
 #endif

@@ -4,6 +4,7 @@
 #include "node.h"
 
 #include "base.h"
+#include "concurrency.h"
 #include "lease_service.h"
 #include "pipeline.h"
 #include "raftnode.h"
@@ -47,6 +48,8 @@ const rpc_method *node_methods(node *n, size_t *count) {
   k += health_service_methods(n, table + k);
   k += watch_service_methods(n, table + k);
   k += lease_service_methods(n, table + k);
+  k += lock_service_methods(n, table + k);
+  k += election_service_methods(n, table + k);
   k += pending_service_methods(n, table + k);
   *count = k;
   return table;
@@ -115,6 +118,7 @@ void node_members_changed(node *n) {
 }
 
 void node_applied(node *n, uint64_t index) {
+  if (n->cc) cc_applied(n->cc); /* grants hand-overs before anyone else is answered */
   if (n->reads) reads_applied(n->reads, index);
 }
 

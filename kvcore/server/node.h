@@ -19,6 +19,7 @@ typedef struct reads reads;
 typedef struct transport transport;
 struct raftnode;
 typedef struct watch_hub watch_hub;
+typedef struct cc_table cc_table;
 
 typedef struct node {
   server_config cfg;
@@ -33,6 +34,7 @@ typedef struct node {
   compactor *compactor;
   watch_hub *watch;     /* NULL until started; the apply thread notifies it */
   lease_service *lease; /* the lease table and its clock (lease_service.h) */
+  cc_table *cc;         /* lock and election waiters (concurrency.h) */
   rpc_server *rpc;      /* clients */
   rpc_server *peer_rpc; /* members */
   member_cache members;

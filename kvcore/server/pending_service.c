@@ -69,13 +69,6 @@ static const rpc_method pending[] = {
     U("/etcdserverpb.Auth/RoleDelete", etcdserverpb__auth_role_delete_request),
     U("/etcdserverpb.Auth/RoleGrantPermission", etcdserverpb__auth_role_grant_permission_request),
     U("/etcdserverpb.Auth/RoleRevokePermission", etcdserverpb__auth_role_revoke_permission_request),
-    U("/v3lockpb.Lock/Lock", v3lockpb__lock_request),
-    U("/v3lockpb.Lock/Unlock", v3lockpb__unlock_request),
-    U("/v3electionpb.Election/Campaign", v3electionpb__campaign_request),
-    U("/v3electionpb.Election/Proclaim", v3electionpb__proclaim_request),
-    U("/v3electionpb.Election/Leader", v3electionpb__leader_request),
-    S("/v3electionpb.Election/Observe", v3electionpb__leader_request),
-    U("/v3electionpb.Election/Resign", v3electionpb__resign_request),
 };
 
 size_t pending_service_methods(node *n, rpc_method *out) {

@@ -38,6 +38,13 @@ typedef struct waiter {
   struct waiter *fifo_prev, *fifo_next; /* by deadline */
   uint64_t id;
   rpc_call *call;
+  /* internal proposals (pipeline_submit): the response packed at apply
+   * time, decoded for done() once the batch has committed */
+  pipeline_done_fn done;
+  void *done_arg;
+  uint8_t *packed;
+  size_t packed_len;
+  const ProtobufCMessageDescriptor *desc;
   const rpc_error *err;
   int64_t deadline;
   int64_t compact_rev; /* > 0: reply once compaction to this rev is physical */
@@ -116,10 +123,23 @@ static waiter *waiter_take(pipeline *p, uint64_t id) {
 }
 
 static void waiter_finish(waiter *w) {
-  if (w->err)
+  if (w->done) {
+    ProtobufCMessage *m = NULL;
+    const rpc_error *err = w->err;
+    if (!err && w->packed) {
+      m = protobuf_c_message_unpack(w->desc, NULL, w->packed_len, w->packed);
+      if (!m) err = &ERR_INTERNAL;
+    } else if (!err) {
+      err = &ERR_INTERNAL; /* applied without a response: cannot happen */
+    }
+    w->done(w->done_arg, err, m);
+    if (m) protobuf_c_message_free_unpacked(m, NULL);
+    free(w->packed);
+  } else if (w->err) {
     rpc_fail_with(w->call, w->err);
-  else
+  } else {
     rpc_send_deferred(w->call);
+  }
   free(w);
 }
 
@@ -242,8 +262,16 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
     } else if (resp) {
       (*hdr)->revision = rev;
       node_fill_header(p->n, *hdr);
-      rpc_reply_deferred(wt->call, resp); /* packed now: the map changes next */
-      wt->compact_rev = compact_rev;
+      if (wt->done) {
+        /* packed now: the map changes next */
+        wt->desc = resp->descriptor;
+        wt->packed_len = protobuf_c_message_get_packed_size(resp);
+        wt->packed = xmalloc(wt->packed_len ? wt->packed_len : 1);
+        protobuf_c_message_pack(resp, wt->packed);
+      } else {
+        rpc_reply_deferred(wt->call, resp); /* packed now: the map changes next */
+        wt->compact_rev = compact_rev;
+      }
     }
   }
   synodpb__request__free_unpacked(req, NULL);
@@ -485,6 +513,47 @@ static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool
 
 /* ---------------------------------------------------------------- propose */
 
+/* Answers a proposal that never reaches the log. */
+static void refuse(rpc_call *call, pipeline_done_fn done, void *arg, const rpc_error *e) {
+  if (done) done(arg, e, NULL);
+  else if (call) rpc_fail_with(call, e);
+}
+
+static void propose(pipeline *p, rpc_call *call, pipeline_done_fn done, void *arg, const Synodpb__Request *req,
+                    int64_t deadline) {
+  bool answered = call || done;
+  Synodpb__Request copy = *req;
+  copy.id = answered ? atomic_fetch_add(&p->next_id, 1) : 0;
+  size_t len = synodpb__request__get_packed_size(&copy);
+  if (len > p->n->cfg.max_request_bytes) return refuse(call, done, arg, &ERR_REQUEST_TOO_LARGE);
+  uint8_t stack[512];
+  uint8_t *data = len <= sizeof stack ? stack : xmalloc(len);
+  synodpb__request__pack(&copy, data);
+  pthread_mutex_lock(&p->mu);
+  bool stopping = p->stopping;
+  pthread_mutex_unlock(&p->mu);
+  if (stopping) {
+    refuse(call, done, arg, &ERR_STOPPED);
+  } else {
+    /* The proposer waits up to the request timeout, or less if its client
+     * gives up sooner; a retry after that would commit a write the client
+     * was told timed out. */
+    int64_t max = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+    if (deadline > max || deadline <= 0) deadline = max;
+    if (answered) {
+      waiter *w = xcalloc(1, sizeof *w);
+      w->id = copy.id;
+      w->call = call;
+      w->done = done;
+      w->done_arg = arg;
+      w->deadline = deadline;
+      waiter_put(p, w);
+    }
+    raftnode_propose(p->rn, data, len, deadline);
+  }
+  if (data != stack) free(data);
+}
+
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) {
   if (call) {
     size_t hl;
@@ -494,37 +563,12 @@ void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) 
       return;
     }
   }
-  Synodpb__Request copy = *req;
-  copy.id = call ? atomic_fetch_add(&p->next_id, 1) : 0;
-  size_t len = synodpb__request__get_packed_size(&copy);
-  if (len > p->n->cfg.max_request_bytes) {
-    if (call) rpc_fail_with(call, &ERR_REQUEST_TOO_LARGE);
-    return;
-  }
-  uint8_t stack[512];
-  uint8_t *data = len <= sizeof stack ? stack : xmalloc(len);
-  synodpb__request__pack(&copy, data);
-  pthread_mutex_lock(&p->mu);
-  bool stopping = p->stopping;
-  pthread_mutex_unlock(&p->mu);
-  if (stopping) {
-    if (call) rpc_fail_with(call, &ERR_STOPPED);
-  } else {
-    /* The proposer waits up to the request timeout, or less if its client
-     * gives up sooner; a retry after that would commit a write the client
-     * was told timed out. */
-    int64_t deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
-    if (call && rpc_call_deadline(call) < deadline) deadline = rpc_call_deadline(call);
-    if (call) {
-      waiter *w = xcalloc(1, sizeof *w);
-      w->id = copy.id;
-      w->call = call;
-      w->deadline = deadline;
-      waiter_put(p, w);
-    }
-    raftnode_propose(p->rn, data, len, deadline);
-  }
-  if (data != stack) free(data);
+  propose(p, call, NULL, NULL, req, call ? rpc_call_deadline(call) : 0);
+}
+
+void pipeline_submit(pipeline *p, const Synodpb__Request *req, int64_t deadline_ns, pipeline_done_fn done,
+                     void *arg) {
+  propose(p, NULL, done, arg, req, deadline_ns);
 }
 
 void pipeline_propose_conf_change(pipeline *p, const raft_conf_change *cc, pipeline_conf_done done, void *arg) {

@@ -26,6 +26,25 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
  * request timeout. */
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req);
 
+/* An internal proposal (the lock and election services): like
+ * pipeline_propose, but the outcome goes to done(arg, err, resp) instead of
+ * a call, exactly once:
+ *   - applied: on the apply thread, after the batch that applied the entry
+ *     has committed and node_applied() has run for it; err == NULL and resp
+ *     is the decoded response (its header filled in; valid during the
+ *     call only);
+ *   - refused at once (request too large, server stopping): on the
+ *     caller's thread, before pipeline_submit returns;
+ *   - not applied by the deadline (deadline_ns on the monotonic clock,
+ *     capped at the request timeout; <= 0: the request timeout): on the
+ *     apply thread with "etcdserver: no leader" or "request timed out" (the
+ *     entry may still commit later, as for a client's write);
+ *   - pipeline closed: on the closing thread with "server stopped".
+ * done must not block; it may call pipeline_submit again. */
+typedef void (*pipeline_done_fn)(void *arg, const rpc_error *err, const ProtobufCMessage *resp);
+void pipeline_submit(pipeline *p, const Synodpb__Request *req, int64_t deadline_ns, pipeline_done_fn done,
+                     void *arg);
+
 /* A membership change. When its entry has been applied (or the request
  * timed out: applied == false), done runs on the apply thread. */
 typedef void (*pipeline_conf_done)(void *arg, bool applied);

@@ -5,6 +5,7 @@
 #include "base.h"
 #include "bootstrap.h"
 #include "compactor.h"
+#include "concurrency.h"
 #include "lease_service.h"
 #include "node.h"
 #include "pipeline.h"
@@ -156,6 +157,11 @@ int synod_main(int argc, char **argv, char **envp) {
     goto fail_transport;
   n->reads = reads_start(n);
   if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
+  {
+    /* Before the pipeline: the apply thread calls it after every batch. */
+    cc_options co = {.store = n->store};
+    n->cc = cc_table_new(&co);
+  }
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);
   founding_log_free(&founding);
   if (rc < 0) goto fail_peers;
@@ -196,6 +202,8 @@ int synod_main(int argc, char **argv, char **envp) {
   transport_free(n->tr);
   lease_service_free(n); /* keep-alive streams and forwarded calls are over */
   watch_hub_stop(n->watch); /* every Watch stream is closed by now */
+  cc_table_free(n->cc);     /* every Lock, Campaign and Observe call too */
+  n->cc = NULL;
   mvcc_close(n->store);
   rpc_global_shutdown();
   exit_code = atomic_load(&n->removed) ? 1 : 0;
@@ -212,6 +220,8 @@ fail_pipeline:
 fail_peers:
   if (n->reads) reads_stop(n->reads);
   if (n->watch) watch_hub_stop(n->watch);
+  cc_table_free(n->cc);
+  n->cc = NULL;
   rpc_server_free(n->peer_rpc);
 fail_transport:
   transport_free(n->tr);

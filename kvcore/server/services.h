@@ -17,6 +17,9 @@ size_t peer_service_methods(node *n, rpc_method *out);
 size_t watch_service_methods(node *n, rpc_method *out);
 /* Starts the member's watch hub (before the pipeline applies anything). */
 int watch_service_start(node *n, char *err, size_t err_len);
+/* v3lockpb.Lock and v3electionpb.Election (contend.h, concurrency.h). */
+size_t lock_service_methods(node *n, rpc_method *out);
+size_t election_service_methods(node *n, rpc_method *out);
 /* Every other etcd method answers "not supported yet" (never "unknown"). */
 size_t pending_service_methods(node *n, rpc_method *out);
 
