@@ -506,10 +506,11 @@ void cc_applied(cc_table *t) {
   collect_all k = {.t = t};
   int rc = mvcc_changes(txn, from, to, collect_groups, &k);
   cc_waiter *decided = NULL;
-  if (rc == MVCC_ECOMPACTED) {
-    /* A compaction in the same batch took the history: look at every
-     * group as if it had lost a key (cheap and rare); observers that
-     * needed that history are failed. */
+  if (rc != MVCC_OK) {
+    /* A compaction in the same batch took the history (or the read
+     * failed): look at every group as if it had lost a key (cheap and
+     * rare); observers that needed that history are ended, never silently
+     * skipped. */
     for (size_t i = 0; i < t->nbuckets; i++) {
       for (cc_group *g = t->buckets[i]; g; g = g->hnext) {
         if (!g->touched) {
@@ -526,7 +527,7 @@ void cc_applied(cc_table *t) {
         }
       }
     }
-  } else if (rc == MVCC_OK) {
+  } else {
     for (size_t i = 0; i < k.n; i++) {
       cc_group *g = k.v[i].g;
       const mvcc_change *c = &k.v[i].c;
