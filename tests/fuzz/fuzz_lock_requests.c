@@ -189,7 +189,7 @@ static int revoke_one(void *arg, const mvcc_kv *kv) {
   return 0;
 }
 
-static void revoke(int64_t lease) {
+static void revoke_lease(int64_t lease) {
   mvcc_txn *w;
   if (mvcc_write_begin(store, &w) != MVCC_OK) abort();
   mvcc_rev_begin(w);
@@ -299,7 +299,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         break;
       case 7:
-        revoke(len ? p[0] : 0);
+        revoke_lease(len ? p[0] : 0);
         break;
       case 8:
         if (len) {
