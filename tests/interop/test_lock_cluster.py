@@ -303,8 +303,21 @@ class LockClusterTest(unittest.TestCase):
         out, err = p.communicate(timeout=20)
         self.assertEqual(p.returncode, 0, err)
         self.assertTrue(out.startswith(b"ctl/"))
-        # Election: candidates on two members, leader read from the third
+        # Election: candidates on two members, leader read and observed
+        # from the third
         e = [ElectionStub(self.ch(m)) for m in ms]
+        seen = []
+        obs = e[2].Observe(LeaderRequest(name=b"ex"))
+
+        def follow():
+            try:
+                for r in obs:
+                    seen.append((r.header.revision, r.kv.value))
+            except grpc.RpcError:
+                pass
+
+        th = threading.Thread(target=follow, daemon=True)
+        th.start()
         l0 = grant(self.ch(ms[0]), 30)
         r0 = e[0].Campaign(CampaignRequest(name=b"ex", lease=l0, value=b"zero"), timeout=5)
         l1 = grant(self.ch(ms[1]), 30)
@@ -312,8 +325,55 @@ class LockClusterTest(unittest.TestCase):
         time.sleep(0.3)
         self.assertEqual(e[2].Leader(LeaderRequest(name=b"ex"), timeout=5).kv.value, b"zero")
         e[2].Resign(ResignRequest(leader=r0.leader), timeout=5)
-        f1.result(timeout=10)
+        r1 = f1.result(timeout=10)
         self.assertEqual(e[2].Leader(LeaderRequest(name=b"ex"), timeout=5).kv.value, b"one")
+        e[0].Resign(ResignRequest(leader=r1.leader), timeout=5)
+        time.sleep(0.5)
+        obs.cancel()
+        th.join(5)
+        values = [v for _, v in seen]
+        if TARGET == "synod":
+            self.assertEqual(values, [b"", b"zero", b"one", b""])
+        else:
+            self.assertEqual([v for v in values if v], [b"zero", b"one"])
+        self.assertEqual([r for r, _ in seen], sorted(r for r, _ in seen))
+
+    def test_python_etcd3_lock_across_members(self):
+        """python3-etcd3's own lock recipe, contenders on every member
+        (acquire(timeout=0) in a loop: see test_lock.py for why)."""
+        inside = [0]
+        overlap = []
+        count = [0]
+        mu = threading.Lock()
+
+        def contender(m):
+            c = m.client()
+            for _ in range(6):
+                lock = c.lock("py-cluster-lock", ttl=30)
+                deadline = time.time() + 30
+                while not lock.acquire(timeout=0):
+                    self.assertLess(time.time(), deadline)
+                    try:
+                        c.watch_once(lock.key, 0.2)
+                    except Exception:
+                        pass
+                with mu:
+                    inside[0] += 1
+                    if inside[0] != 1:
+                        overlap.append(inside[0])
+                time.sleep(0.002)
+                with mu:
+                    inside[0] -= 1
+                    count[0] += 1
+                self.assertTrue(lock.release())
+
+        ts = [threading.Thread(target=contender, args=(m,)) for m in self.c.members for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+        self.assertEqual(overlap, [])
+        self.assertEqual(count[0], 6 * 6)
 
 
 if __name__ == "__main__":
