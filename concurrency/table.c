@@ -258,7 +258,12 @@ static bool observer_step(cc_table *t, cc_observer *o, mvcc_txn *txn, const mvcc
     ok = observer_emit(t, o, rc > 0 ? &kv : NULL, c->main);
   }
   if (!ok) {
-    if (!o->lagging) t->nlagging++;
+    if (!o->lagging) {
+      t->nlagging++;
+      log_debug("concurrency: an observer of %.*s is over its queue limit at revision %lld: nothing more is queued "
+                "for it until it drains",
+                (int)o->group->len, (const char *)o->group->pfx, (long long)c->main);
+    }
     o->lagging = true;
     return false;
   }
@@ -382,6 +387,9 @@ static bool catchup_chunk(cc_table *t, cc_observer *o) {
         o->lagging = true;
         t->nlagging++;
         more = true;
+      } else {
+        log_debug("concurrency: an observer of %.*s caught up from history to revision %lld",
+                  (int)o->group->len, (const char *)o->group->pfx, (long long)now);
       }
     }
   } else {

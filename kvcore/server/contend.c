@@ -253,14 +253,15 @@ static void submit_value_update(contender *c) {
 static void acquired(void *arg, const rpc_error *err, const ProtobufCMessage *resp) {
   contender *c = arg;
   if (err) {
-    if (failed_step(c, err)) submit_acquire(c);
+    if (failed_step(c, err)) {
+      c->uncertain = true;
+      submit_acquire(c);
+    }
     return;
   }
   const Etcdserverpb__TxnResponse *r = (const Etcdserverpb__TxnResponse *)resp;
   bool value_differs = false;
   if (r->succeeded) {
-    /* Only the first attempt that created it counts as ours; a retry
-     * after an attempt that timed out finds it existing (see withdraw). */
     c->created = true;
     c->create_rev = r->header->revision;
   } else {
@@ -277,6 +278,11 @@ static void acquired(void *arg, const rpc_error *err, const ProtobufCMessage *re
       return;
     }
     c->create_rev = g->kvs[0]->create_revision;
+    /* A key created after this call arrived, found by a retry whose
+     * earlier attempt timed out, is that attempt's: ours to withdraw.
+     * (Another call with the same lease racing with this one would be
+     * mistaken for it: it then loses its key, never safety.) */
+    if (c->uncertain && c->create_rev > c->start_rev) c->created = true;
     value_differs = c->campaign && (g->kvs[0]->value.len != c->value.len ||
                                     (c->value.len && memcmp(g->kvs[0]->value.data, c->value.data, c->value.len)));
   }
@@ -371,6 +377,11 @@ static void on_cancel(void *arg) {
 
 void contender_start(contender *c) {
   c->deadline = rpc_call_deadline(c->call);
+  mvcc_txn *t;
+  if (mvcc_read_begin(c->n->store, &t) == MVCC_OK) {
+    c->start_rev = mvcc_rev(t);
+    mvcc_txn_end(t);
+  }
   size_t hl;
   const uint8_t *h = rpc_call_metadata(c->call, "hasleader", &hl);
   if (h && hl == 4 && memcmp(h, "true", 4) == 0 && (!c->n->rn || raftnode_lead(c->n->rn) == 0)) {

@@ -42,6 +42,8 @@ struct contender {
   size_t pfx_len, key_len;
   int64_t create_rev;
   bool created;
+  int64_t start_rev; /* the store's revision when the call arrived */
+  bool uncertain;    /* an acquire attempt timed out: it may have committed */
   int state;
   bool cancelled;
   int64_t deadline;

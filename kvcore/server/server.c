@@ -159,7 +159,9 @@ int synod_main(int argc, char **argv, char **envp) {
   if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
   {
     /* Before the pipeline: the apply thread calls it after every batch. */
-    cc_options co = {.store = n->store};
+    /* SYNOD_OBSERVE_QUEUE_LIMIT: a test hook, like the watch's */
+    const char *ql = getenv("SYNOD_OBSERVE_QUEUE_LIMIT");
+    cc_options co = {.store = n->store, .observer_queue_limit = ql ? (size_t)strtoull(ql, NULL, 10) : 0};
     n->cc = cc_table_new(&co);
   }
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);

@@ -55,7 +55,7 @@ class Observer:
         self.call.cancel()
 
 
-class ElectionTest(MemberTest):
+class ElectionBase(MemberTest):
     def setUp(self):
         super().setUp()
         self.c = self.m.client()
@@ -74,6 +74,9 @@ class ElectionTest(MemberTest):
         le = self.c.lease(ttl)
         return le, self.e.Campaign(CampaignRequest(name=name, lease=le.id, value=value), **kw)
 
+
+
+class ElectionTest(ElectionBase):
     def test_campaign_order_and_resign(self):
         l0, r0 = self.campaign(b"el", b"v0")
         self.assertEqual(r0.leader.name, b"el")
@@ -311,6 +314,56 @@ class ElectionTest(MemberTest):
             self.assertIn(v, lines)
         self.assertLess(lines.index("rpc"), lines.index("from-etcdctl"))
         self.assertLess(lines.index("from-etcdctl"), lines.index("next"))
+
+
+@unittest.skipIf(TARGET != "synod", "a Synod test hook")
+class SlowObserverTest(ElectionBase):
+    """A small queue limit (SYNOD_OBSERVE_QUEUE_LIMIT) and debug logs, to
+    see the observer fall behind and catch up."""
+
+    member_args = ["--log-level", "debug"]
+
+    def setUp(self):
+        os.environ["SYNOD_OBSERVE_QUEUE_LIMIT"] = "65536"
+        try:
+            super().setUp()
+        finally:
+            del os.environ["SYNOD_OBSERVE_QUEUE_LIMIT"]
+
+    def test_observe_slow_reader_catches_up(self):
+        """An observer that does not read while 3 MiB of proclamations go
+        by: past its queue limit the server stops queueing for it and keeps
+        only the revision it needs; when it reads again it is caught up from
+        history. Every proclamation arrives, in order."""
+        l0, r0 = self.campaign(b"slow", b"start")
+        call = self.e.Observe(LeaderRequest(name=b"slow"))
+        first = next(call)
+        self.assertEqual(first.kv.value, b"start")
+        n = 3000
+        pad = b"x" * 1024
+        futs = []
+        for i in range(n):
+            futs.append(self.e.Proclaim.future(ProclaimRequest(leader=r0.leader, value=b"%06d" % i + pad)))
+            if len(futs) >= 64:
+                futs.pop(0).result(timeout=30)
+        for f in futs:
+            f.result(timeout=30)
+        got = []
+        for r in call:
+            got.append(int(r.kv.value[:6]))
+            if len(got) == n:
+                break
+        call.cancel()
+        self.assertEqual(sorted(got), list(range(n)))
+        # the pipelined Proclaims may commit in any order; the stream must
+        # follow the store's order: compare with history
+        kv = self.kv_stub()
+        hist = kv.Range(rpc_pb2.RangeRequest(key=r0.leader.key))
+        self.assertEqual(int(hist.kvs[0].value[:6]), got[-1])
+        log = open(self.m.log_path, errors="replace").read()
+        self.assertIn("is over its queue limit", log)
+        self.assertIn("caught up from history", log)
+
 
 
 if __name__ == "__main__":
