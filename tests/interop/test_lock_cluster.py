@@ -66,7 +66,10 @@ class Contenders:
         self.acquired = 0
         self.errors = 0
         self.unknown = 0  # fenced writes whose outcome the client never learned
+        self.sleeper_lost = 0  # fenced writes refused to a holder whose lease expired
+        self.sleeper_ok = 0
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(n)]
+        self.threads.append(threading.Thread(target=self.sleeper, daemon=True))
 
     def live(self):
         return [m for m in self.c.members if m.alive()]
@@ -123,6 +126,45 @@ class Contenders:
                     time.sleep(0.1)
         for ch in chans.values():
             ch.close()
+
+    def sleeper(self):
+        """A holder that stalls past its lease (TTL 3 s, never kept alive)
+        inside the critical section, then writes through its fence: the
+        lock has moved on, so the write must be refused. It is left out of
+        the in-process overlap detector: it has lost the lock, and only the
+        fence stands between it and the data."""
+        k = 0
+        while not self.stop_ev.is_set():
+            live = self.live()
+            if not live:
+                time.sleep(0.1)
+                continue
+            k += 1
+            ch = grpc.insecure_channel(live[k % len(live)].endpoint)
+            try:
+                lid = grant(ch, 3)
+                r = LockStub(ch).Lock(LockRequest(name=LOCK, lease=lid), timeout=10)
+                kv = rpc_pb2_grpc.KVStub(ch)
+                mine = kv.Range(rpc_pb2.RangeRequest(key=r.key), timeout=3).kvs
+                if not mine:
+                    continue
+                token = mine[0].create_revision  # the fencing token
+                time.sleep(5)  # stalled past its lease
+                t = kv.Txn(rpc_pb2.TxnRequest(
+                    compare=[cmp_create(r.key, token)],
+                    success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=COUNTER, value=b"stale"))]),
+                    timeout=3)
+                with self.mu:
+                    if t.succeeded:
+                        self.sleeper_ok += 1
+                        self.violations.append(("stale holder wrote", r.key))
+                    else:
+                        self.sleeper_lost += 1
+            except grpc.RpcError:
+                pass
+            finally:
+                ch.close()
+            time.sleep(1)
 
     def critical_section(self, ch, key):
         kv = rpc_pb2_grpc.KVStub(ch)
@@ -212,6 +254,7 @@ class LockClusterTest(unittest.TestCase):
         cs.stop()
         self.assertEqual(cs.overlaps, [])
         self.assertEqual(cs.violations, [])
+        self.assertGreater(cs.sleeper_lost, 0, "the stalled holder never lost its lock")
         self.assertGreater(cs.acquired, 30, "too few acquisitions (%d, %d errors)" % (cs.acquired, cs.errors))
         # every fenced increment landed once; none was lost to a race
         self.c.wait_leader()
@@ -220,8 +263,8 @@ class LockClusterTest(unittest.TestCase):
         self.assertGreaterEqual(int(counter[0].value), cs.fenced_ok)
         self.assertLessEqual(int(counter[0].value), cs.fenced_ok + cs.unknown)
         self.c.wait_converged()
-        print("acquired %d, fenced %d (+%d unknown), lost %d, errors %d" %
-              (cs.acquired, cs.fenced_ok, cs.unknown, cs.lost, cs.errors))
+        print("acquired %d, fenced %d (+%d unknown), lost %d, errors %d; stalled holder refused %d times" %
+              (cs.acquired, cs.fenced_ok, cs.unknown, cs.lost, cs.errors, cs.sleeper_lost))
 
     def test_handover_between_members_in_order(self):
         ms = self.c.members
