@@ -139,3 +139,5 @@ void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_sna
   }
   transport_send(n->tr, to, msg, len);
 }
+
+void node_flush(node *n) { transport_flush(n->tr); }

@@ -64,6 +64,7 @@ void node_applied(node *n, uint64_t index);         /* apply thread */
 void node_read_ready(node *n, uint64_t ctx, uint64_t index);
 void node_leader_changed(node *n, uint64_t lead, uint64_t term);
 void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+void node_flush(node *n);
 
 /* True if reads may skip the ReadIndex round (sole voter and leader). */
 bool node_local_reads_ok(node *n);

@@ -483,6 +483,11 @@ static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool
   node_send(p->n, to, msg, len, is_snapshot);
 }
 
+static void on_flush(void *arg) {
+  pipeline *p = arg;
+  node_flush(p->n);
+}
+
 /* ---------------------------------------------------------------- propose */
 
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) {
@@ -621,7 +626,7 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
       .applied_conf = p->conf,
       .bootstrap = bootstrap,
       .n_bootstrap = n_bootstrap,
-      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, p},
+      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, on_flush, p},
   };
   /* The apply thread must be running before Raft hands out entries. */
   pthread_create(&p->apply_thread, NULL, apply_main, p);

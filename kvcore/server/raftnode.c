@@ -171,6 +171,7 @@ static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
     }
     rn->o.cb.send(rn->o.cb.arg, msgs[i].to, rn->enc.data, rn->enc.len, msgs[i].type == RAFT_MSG_SNAP);
   }
+  if (n && rn->o.cb.flush) rn->o.cb.flush(rn->o.cb.arg);
 }
 
 static void fatal(const char *what) {

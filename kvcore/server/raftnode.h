@@ -29,8 +29,10 @@ typedef struct {
   /* Leadership or term changed (lead 0: none known). */
   void (*leader_changed)(void *arg, uint64_t lead, uint64_t term);
   /* Messages to peers, each encoded with raft_msg_encode. Called on the loop
-   * thread; must not block. */
+   * thread; must not block. After a group of sends, flush: what was sent
+   * to one peer since the last flush may travel together. */
   void (*send)(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+  void (*flush)(void *arg);
   void *arg;
 } raftnode_callbacks;
 
