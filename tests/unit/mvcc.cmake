@@ -13,3 +13,4 @@ synod_unit_test(test_mvcc_space SOURCES unit/test_mvcc_space.c LIBS mvcc_testlib
 add_executable(mvcc_bench ${CMAKE_SOURCE_DIR}/tests/bench/mvcc_bench.c
                ${CMAKE_SOURCE_DIR}/tests/bench/bench_proc.c)
 target_link_libraries(mvcc_bench PRIVATE synod_mvcc)
+synod_unit_test(test_mvcc_image SOURCES unit/test_mvcc_image.c LIBS mvcc_testlib)
