@@ -188,6 +188,33 @@ int mvcc_image_check(const char *path, mvcc_image_info *info) {
   return rc;
 }
 
+/* ---------------------------------------------------------------- updating */
+
+int mvcc_image_update(const char *path, mvcc_update_fn fn, void *arg) {
+  if (!path || !fn) return MVCC_EINVAL;
+  int rc = mvcc_image_check(path, NULL);
+  if (rc) return rc;
+  /* A store object over the file alone: no lock file, no checkpoints, no
+   * preallocation; the commit is made durable with one sync. */
+  mvcc_store *s = store_alloc(path);
+  bool created;
+  rc = store_env_open_flags(s, MDB_NOSUBDIR | MDB_NOLOCK, &created);
+  mvcc_txn *w = NULL;
+  if (!rc) rc = mvcc_write_begin(s, &w);
+  if (!rc) {
+    rc = fn(arg, w);
+    if (rc) mvcc_txn_end(w);
+    else rc = mvcc_write_commit(w);
+  }
+  if (!rc) {
+    int lrc = mdb_env_sync(s->env, 1);
+    if (lrc) rc = mvcc_lmdb_err(lrc, "syncing an image");
+  }
+  store_env_close(s);
+  store_free(s);
+  return rc;
+}
+
 /* ---------------------------------------------------------------- replacing */
 
 static int sync_file(const char *path) {

@@ -281,6 +281,14 @@ int mvcc_image_write(mvcc_store *s, int fd, mvcc_image_info *info);
  * SHA-256) that is verified first. info may be NULL. */
 int mvcc_image_check(const char *path, mvcc_image_info *info);
 
+/* Changes what an image carries before it is put in place (a member's own
+ * identity, a restore clearing membership): opens the image file alone,
+ * runs fn in one write transaction (fn returning non-zero aborts it and is
+ * returned), commits and syncs the file. No other process or handle may
+ * use the file meanwhile. */
+typedef int (*mvcc_update_fn)(void *arg, mvcc_txn *w);
+int mvcc_image_update(const char *path, mvcc_update_fn fn, void *arg);
+
 /* Replaces the store's contents with the image at image_path (on the
  * store's filesystem: it is renamed into place, not copied). Waits for the
  * open write transaction and holds new ones back, makes the store durable

@@ -150,6 +150,12 @@ static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 
  * databases, and finds the map; *created says whether the store is new.
  * Closing: the read pool's transactions first, then the environment. */
 int store_env_open(mvcc_store *s, bool *created);
+/* extra: more LMDB flags (an image file: MDB_NOSUBDIR | MDB_NOLOCK). */
+int store_env_open_flags(mvcc_store *s, unsigned extra, bool *created);
+/* A store object with its locks set up and nothing opened; store_free
+ * closes whatever was (the environment, the lock file) and frees it. */
+mvcc_store *store_alloc(const char *dir);
+void store_free(mvcc_store *s);
 void store_env_close(mvcc_store *s);
 /* The gate (see mvcc_store). block_* wait until the transactions of that
  * kind have ended; gate_open lets everyone in again. */

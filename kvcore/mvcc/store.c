@@ -275,7 +275,7 @@ static int lock_dir(mvcc_store *s) {
   return MVCC_OK;
 }
 
-static void store_free(mvcc_store *s) {
+void store_free(mvcc_store *s) {
   if (s->env) mdb_env_close(s->env);
   pthread_cond_destroy(&s->gate_cv);
   if (s->lock_fd >= 0) close(s->lock_fd);
@@ -311,6 +311,10 @@ void store_env_close(mvcc_store *s) {
 }
 
 int store_env_open(mvcc_store *s, bool *created) {
+  return store_env_open_flags(s, 0, created);
+}
+
+int store_env_open_flags(mvcc_store *s, unsigned extra, bool *created) {
   int lrc = mdb_env_create(&s->env);
   if (lrc) s->env = NULL;
   if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT + 1); /* and format 1's kv */
@@ -319,7 +323,8 @@ int store_env_open(mvcc_store *s, bool *created) {
   /* NOSYNC: commits never fsync (the caller's log is the durability point,
    * checkpoints make the file durable). NOTLS: read transactions are not
    * tied to threads, so the pool and the checkpoint pin can move. */
-  if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
+  if (!lrc)
+    lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0) | extra, 0600);
   if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
   MDB_stat st;
   if (!lrc) lrc = mdb_env_stat(s->env, &st);
@@ -331,15 +336,13 @@ int store_env_open(mvcc_store *s, bool *created) {
   return rc;
 }
 
-int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
-  if (!opt || !opt->dir || !*opt->dir || !out || opt->checkpoint_ms < 0) return MVCC_EINVAL;
-  *out = NULL;
+mvcc_store *store_alloc(const char *dir) {
   mvcc_store *s = xcalloc(1, sizeof *s);
-  s->dir = xstrdup(opt->dir);
+  s->dir = xstrdup(dir);
   s->lock_fd = -1;
   s->data_fd = -1;
-  s->checkpoint_ms = opt->checkpoint_ms ? opt->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
-  s->map_size = opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE;
+  s->checkpoint_ms = DEFAULT_CHECKPOINT_MS;
+  s->map_size = DEFAULT_MAP_SIZE;
   ticket_lock_init(&s->wlock);
   pthread_mutex_init(&s->pool_mu, NULL);
   pthread_cond_init(&s->gate_cv, NULL);
@@ -352,6 +355,15 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   pthread_condattr_destroy(&ca);
   s->wtxn.s = s;
   s->wtxn.write = true;
+  return s;
+}
+
+int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
+  if (!opt || !opt->dir || !*opt->dir || !out || opt->checkpoint_ms < 0) return MVCC_EINVAL;
+  *out = NULL;
+  mvcc_store *s = store_alloc(opt->dir);
+  if (opt->checkpoint_ms) s->checkpoint_ms = opt->checkpoint_ms;
+  if (opt->map_size) s->map_size = opt->map_size;
 
   int rc = MVCC_OK;
   if (mkdir_all(s->dir, 0700) < 0) {
