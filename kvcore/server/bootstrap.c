@@ -35,12 +35,16 @@ static bool same_urls(const strlist *a, const strlist *b) {
   return same;
 }
 
-static int store_identity(node *n, char *err, size_t err_len) {
+int bootstrap_write_identity(mvcc_txn *w, uint64_t member_id, uint64_t cluster_id) {
   uint8_t id[16];
-  put_be64(id, n->member_id);
-  put_be64(id + 8, n->cluster_id);
+  put_be64(id, member_id);
+  put_be64(id + 8, cluster_id);
+  return mvcc_aux_put(w, MVCC_AUX_META, "identity", 8, id, 16);
+}
+
+static int store_identity(node *n, char *err, size_t err_len) {
   mvcc_txn *t;
-  if (mvcc_write_begin(n->store, &t) != MVCC_OK || mvcc_aux_put(t, MVCC_AUX_META, "identity", 8, id, 16) != MVCC_OK ||
+  if (mvcc_write_begin(n->store, &t) != MVCC_OK || bootstrap_write_identity(t, n->member_id, n->cluster_id) != MVCC_OK ||
       mvcc_write_commit(t) != MVCC_OK || mvcc_checkpoint(n->store) != MVCC_OK) {
     snprintf(err, err_len, "cannot record the member identity in the store");
     return -1;

@@ -8,7 +8,9 @@
 #include "raftnode.h"
 #include "reads.h"
 #include "services.h"
+#include "snapshot.h"
 #include "transport.h"
+#include "watch.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -54,6 +56,7 @@ const rpc_method *node_peer_methods(node *n, size_t *count) {
   static rpc_method table[SERVICE_MAX];
   size_t k = 0;
   k += transport_methods(n->tr, table + k);
+  k += snapshot_methods(n, table + k);
   k += peer_service_methods(n, table + k);
   *count = k;
   return table;
@@ -111,6 +114,12 @@ void node_members_changed(node *n) {
   maybe_publish(n);
 }
 
+void node_store_replaced(node *n) {
+  node_members_changed(n);
+  if (n->watch) watch_hub_after_replace(n->watch);
+  if (n->lease_reload) n->lease_reload(n->lease_arg);
+}
+
 void node_applied(node *n, uint64_t index) {
   if (n->reads) reads_applied(n->reads, index);
 }
@@ -127,10 +136,7 @@ void node_leader_changed(node *n, uint64_t lead, uint64_t term) {
 
 void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot) {
   if (is_snapshot) {
-    /* Streaming the store to a follower far behind is not wired up yet:
-     * tell raft it failed so it keeps trying the normal way. */
-    log_warn("member %016" PRIx64 " needs a snapshot; snapshot transfer is not implemented yet", to);
-    raftnode_snapshot_sent(n->rn, to, false);
+    snapshot_send(n, to, msg, len); /* the store image travels on its own stream */
     return;
   }
   transport_send(n->tr, to, msg, len);

@@ -10,6 +10,7 @@
 #include "raftnode.h"
 #include "reads.h"
 #include "services.h"
+#include "snapshot.h"
 #include "transport.h"
 #include "watch.h"
 
@@ -150,6 +151,7 @@ int synod_main(int argc, char **argv, char **envp) {
   if (start_server(&n->cfg.listen_peer_urls, peer_methods, n_peer_methods, 64 << 20, 1000, "peer traffic",
                    &n->peer_rpc, err, sizeof err) < 0)
     goto fail_transport;
+  snapshot_cleanup(n);
   n->reads = reads_start(n);
   if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);
@@ -157,6 +159,9 @@ int synod_main(int argc, char **argv, char **envp) {
   if (rc < 0) goto fail_peers;
   transport_set_raft(n->tr, n->rn);
   node_members_changed(n);
+  /* Reads wait for the store to reach their read point; what it already
+   * holds counts (a restart that replays nothing must still serve them). */
+  node_applied(n, pipeline_applied_index(n->pipe));
 
   methods = node_methods(n, &n_methods);
   /* etcd: the request limit plus 512 KiB of gRPC overhead */
