@@ -44,6 +44,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   size_t k = 0;
   k += kv_service_methods(n, table + k);
   k += maintenance_service_methods(n, table + k);
+  k += snapshot_service_methods(n, table + k);
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
   k += watch_service_methods(n, table + k);

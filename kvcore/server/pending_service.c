@@ -56,8 +56,6 @@ static const rpc_method pending[] = {
     S("/etcdserverpb.Lease/LeaseKeepAlive", etcdserverpb__lease_keep_alive_request),
     U("/etcdserverpb.Lease/LeaseTimeToLive", etcdserverpb__lease_time_to_live_request),
     U("/etcdserverpb.Lease/LeaseLeases", etcdserverpb__lease_leases_request),
-    U("/etcdserverpb.Maintenance/Defragment", etcdserverpb__defragment_request),
-    S("/etcdserverpb.Maintenance/Snapshot", etcdserverpb__snapshot_request),
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
     U("/etcdserverpb.Auth/AuthEnable", etcdserverpb__auth_enable_request),
     U("/etcdserverpb.Auth/AuthDisable", etcdserverpb__auth_disable_request),
