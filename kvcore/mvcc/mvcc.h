@@ -251,6 +251,9 @@ typedef struct {
   int64_t keys;           /* live keys */
 } mvcc_stats;
 int mvcc_stats_get(mvcc_store *s, mvcc_stats *out);
+/* db_size without a transaction (as of the last commit): cheap enough to
+ * check before every write (the backend quota). */
+int64_t mvcc_db_size(mvcc_store *s);
 
 /* ---------------------------------------------------------------- images
  *

@@ -98,6 +98,7 @@ struct mvcc_store {
   bool block_reads, block_writes;
   bool env_broken; /* a replaced data file could not be reopened */
   uint64_t map_size; /* as opened, for reopening */
+  _Atomic uint64_t last_pgno; /* LMDB's last page as of the last commit (mvcc_db_size) */
 
   /* Checkpoints (durability.c). ck_mu serializes them and guards the pin. */
   pthread_mutex_t ck_mu;

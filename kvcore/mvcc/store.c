@@ -332,6 +332,11 @@ int store_env_open_flags(mvcc_store *s, unsigned extra, bool *created) {
   int rc = lrc ? mvcc_lmdb_err(lrc, "opening the environment") : MVCC_OK;
   if (!rc) rc = open_databases(s, created);
   if (!rc) rc = space_open(s);
+  if (!rc) {
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    atomic_store(&s->last_pgno, (uint64_t)info.me_last_pgno);
+  }
   if (rc) store_env_close(s);
   return rc;
 }
@@ -514,7 +519,12 @@ static int write_finish(mvcc_txn *t, bool commit) {
   if (commit) lrc = mdb_txn_commit(t->txn);
   else mdb_txn_abort(t->txn);
   t->txn = NULL;
-  if (commit && !lrc) space_after_commit(t->s); /* between write transactions */
+  if (commit && !lrc) {
+    MDB_envinfo info;
+    mdb_env_info(t->s->env, &info);
+    atomic_store(&t->s->last_pgno, (uint64_t)info.me_last_pgno);
+    space_after_commit(t->s); /* between write transactions */
+  }
   ticket_lock_release(&t->s->wlock);
   gate_leave(t->s, true);
   return lrc;
@@ -620,6 +630,8 @@ void mvcc_applied(const mvcc_txn *t, uint64_t *index, uint64_t *term) {
 }
 
 /* ---------------------------------------------------------------- stats */
+
+int64_t mvcc_db_size(mvcc_store *s) { return (int64_t)((atomic_load(&s->last_pgno) + 1) * s->psize); }
 
 int mvcc_stats_get(mvcc_store *s, mvcc_stats *out) {
   if (!s || !out) return MVCC_EINVAL;

@@ -3,6 +3,7 @@
  * changes, applied indexes, read points, leadership, outgoing messages). */
 #include "node.h"
 
+#include "alarms.h"
 #include "base.h"
 #include "pipeline.h"
 #include "raftnode.h"
@@ -117,6 +118,7 @@ void node_members_changed(node *n) {
 
 void node_store_replaced(node *n) {
   node_members_changed(n);
+  alarms_reload(n);
   if (n->watch) watch_hub_after_replace(n->watch);
   if (n->lease_reload) n->lease_reload(n->lease_arg);
 }

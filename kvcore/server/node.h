@@ -50,6 +50,9 @@ typedef struct node {
   /* Snapshots (Raft's, for members that fell behind the log). */
   _Atomic uint64_t snapshots_sent, snapshots_installed;
   _Atomic bool snapshot_incoming; /* one transfer received at a time */
+  /* Alarms (alarms.c): the apply thread's copy of MVCC_AUX_ALARMS. */
+  struct alarm_state *alarm_state;
+  _Atomic bool nospace; /* a NOSPACE alarm is active: puts are refused */
 } node;
 
 /* Fills cluster_id, member_id and raft_term; the caller sets revision. */

@@ -10,6 +10,7 @@
  * While the apply thread applies batch N, batch N+1 is being synced. */
 #include "pipeline.h"
 
+#include "alarms.h"
 #include "base.h"
 #include "errors.h"
 #include "kv.h"
@@ -193,9 +194,19 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
   /* A compaction changes no key and the store refuses it inside a revision
    * bracket; so does a membership attribute update. */
   bool bracket = req->op_case != SYNODPB__REQUEST__OP_COMPACTION &&
-                 req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES;
+                 req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES && req->op_case != SYNODPB__REQUEST__OP_ALARM;
+  /* etcd's capped applier: with NOSPACE raised, nothing that adds data. */
+  bool capped = alarms_nospace(p->n) &&
+                (req->op_case == SYNODPB__REQUEST__OP_PUT ||
+                 (req->op_case == SYNODPB__REQUEST__OP_TXN && alarms_cost_txn(req->txn) > 0));
+  if (capped) {
+    err = &ERR_NO_SPACE_ALARM;
+    bracket = false;
+  }
   if (bracket) mvcc_rev_begin(w);
-  switch (req->op_case) {
+  switch (capped ? SYNODPB__REQUEST__OP__NOT_SET : req->op_case) {
+    case SYNODPB__REQUEST__OP__NOT_SET:
+      break;
     case SYNODPB__REQUEST__OP_PUT: {
       Etcdserverpb__PutResponse *r = NULL;
       err = kv_put(&x, w, req->put, &r);
@@ -222,6 +233,13 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
         p->compact_pending = true;
         if (req->compaction->physical) compact_rev = req->compaction->revision;
       }
+      break;
+    }
+    case SYNODPB__REQUEST__OP_ALARM: {
+      Etcdserverpb__AlarmResponse *r = NULL;
+      int rc = alarms_apply(p->n, w, req->alarm, p->mem, &r);
+      if (rc) fatal_store("recording an alarm", rc);
+      resp = &r->base, hdr = &r->header;
       break;
     }
     case SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES: {

@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include "base.h"
+#include "alarms.h"
 #include "bootstrap.h"
 #include "compactor.h"
 #include "node.h"
@@ -152,6 +153,7 @@ int synod_main(int argc, char **argv, char **envp) {
                    &n->peer_rpc, err, sizeof err) < 0)
     goto fail_transport;
   snapshot_cleanup(n);
+  alarms_reload(n);
   n->reads = reads_start(n);
   if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);
@@ -194,6 +196,7 @@ int synod_main(int argc, char **argv, char **envp) {
   rpc_server_free(n->peer_rpc);
   transport_free(n->tr);
   watch_hub_stop(n->watch); /* every Watch stream is closed by now */
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   exit_code = atomic_load(&n->removed) ? 1 : 0;
@@ -215,6 +218,7 @@ fail_transport:
 fail_store:
   fprintf(stderr, "synod: %s\n", err);
   founding_log_free(&founding);
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   free_node(n);
