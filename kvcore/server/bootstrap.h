@@ -19,6 +19,10 @@ void founding_log_free(founding_log *log);
  * again in every image received from the leader, which carries the
  * leader's identity). */
 int bootstrap_write_identity(mvcc_txn *w, uint64_t member_id, uint64_t cluster_id);
+/* The checks and IDs of a founding member of a new cluster (etcd's
+ * VerifyBootstrap), without starting one: for `synod snapshot restore`. */
+int bootstrap_check_new(const char *name, const char *initial_cluster_spec, const char *token, const strlist *adv,
+                        uint64_t *member_id, uint64_t *cluster_id, char *err, size_t err_len);
 
 
 #endif
