@@ -1,4 +1,4 @@
-/* Store images: a compacted copy of the environment in one file, checking
+/* Store images: a compact copy of the environment in one file, checking
  * one before trusting it, and putting one in the store's place.
  *
  * Replacing the environment must survive a crash at any step, power loss
@@ -42,15 +42,98 @@ static void at_step(int step) {
 
 /* ---------------------------------------------------------------- writing */
 
-/* LMDB's compacting copy: one read transaction, pages renumbered densely,
- * free pages left out. */
+/* The image is written record by record, in key order, into a fresh
+ * environment over fd: every page is filled (MDB_APPEND), so a store that
+ * lost half its records to deletes and compaction shrinks by half.
+ * (LMDB's own compacting copy only drops free pages: half-empty pages stay
+ * half-empty.) One read transaction is the source, so the image is one
+ * commit of the store; the destination commits every COPY_BATCH records to
+ * bound its dirty pages, and is synced at the end. */
+enum { COPY_BATCH = 50000, COPY_BATCH_BYTES = 64 << 20 };
+
+static int copy_db(MDB_env *dst, MDB_txn **dtxn, MDB_txn *src, MDB_dbi sdbi, int db, size_t *pending,
+                   size_t *pending_bytes) {
+  MDB_dbi ddbi;
+  int lrc = mdb_dbi_open(*dtxn, mvcc_db_names[db], mvcc_db_flags[db] | MDB_CREATE, &ddbi);
+  MDB_cursor *sc = NULL, *dc = NULL;
+  if (!lrc) lrc = mdb_cursor_open(src, sdbi, &sc);
+  if (!lrc) lrc = mdb_cursor_open(*dtxn, ddbi, &dc);
+  bool dups = (mvcc_db_flags[db] & MDB_DUPSORT) != 0;
+  MDB_val k, v, prev = {0, NULL};
+  uint8_t prev_key[MVCC_MAX_KEY + 1];
+  int grc;
+  while (!lrc && (grc = mdb_cursor_get(sc, &k, &v, MDB_NEXT)) == 0) {
+    bool same = dups && prev.mv_data && k.mv_size == prev.mv_size && memcmp(k.mv_data, prev.mv_data, k.mv_size) == 0;
+    lrc = mdb_cursor_put(dc, &k, &v, same ? MDB_APPENDDUP : MDB_APPEND);
+    if (dups && k.mv_size <= MVCC_MAX_KEY) {
+      memcpy(prev_key, k.mv_data, k.mv_size);
+      prev = (MDB_val){k.mv_size, prev_key};
+    }
+    *pending_bytes += k.mv_size + v.mv_size;
+    if (!lrc && (++*pending >= COPY_BATCH || *pending_bytes >= COPY_BATCH_BYTES)) {
+      /* Commit and go on in a new transaction, the cursor reopened at the
+       * end of what is there (appends continue after it). */
+      mdb_cursor_close(dc);
+      dc = NULL;
+      lrc = mdb_txn_commit(*dtxn);
+      *dtxn = NULL;
+      if (!lrc) lrc = mdb_txn_begin(dst, NULL, 0, dtxn);
+      if (!lrc) lrc = mdb_cursor_open(*dtxn, ddbi, &dc);
+      *pending = *pending_bytes = 0;
+    }
+  }
+  if (!lrc && grc != MDB_NOTFOUND) lrc = grc;
+  if (sc) mdb_cursor_close(sc);
+  if (dc) mdb_cursor_close(dc);
+  return lrc;
+}
+
 static int copy_env(mvcc_store *s, int fd) {
   if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
     log_error("mvcc: image: preparing the output file: %s", strerror(errno));
     return MVCC_EIO;
   }
-  int lrc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  MDB_env *dst = NULL;
+  MDB_txn *src = NULL, *dtxn = NULL;
+  int lrc = mdb_env_create(&dst);
+  if (!lrc) lrc = mdb_env_set_maxdbs(dst, DB_COUNT + 1);
+  if (!lrc) lrc = mdb_env_set_mapsize(dst, s->map_size);
+  if (!lrc) lrc = mdb_env_open(dst, path, MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOSYNC, 0600);
+  if (!lrc) lrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &src);
+  if (!lrc) lrc = mdb_txn_begin(dst, NULL, 0, &dtxn);
+  size_t pending = 0, pending_bytes = 0;
+  for (int db = 0; db < DB_COUNT && !lrc; db++) {
+    if (db == DB_MAIN) continue; /* its records are the others' roots, and the state (below) */
+    lrc = copy_db(dst, &dtxn, src, s->dbi[db], db, &pending, &pending_bytes);
+  }
+  static const char *const state_keys[] = {"mvcc.state", "mvcc.compact"};
+  MDB_dbi dmain;
+  if (!lrc) lrc = mdb_dbi_open(dtxn, NULL, 0, &dmain);
+  for (size_t i = 0; i < 2 && !lrc; i++) {
+    MDB_val k = {strlen(state_keys[i]), (void *)state_keys[i]}, v;
+    lrc = mdb_get(src, s->dbi[DB_MAIN], &k, &v);
+    if (!lrc) lrc = mdb_put(dtxn, dmain, &k, &v, 0);
+  }
+  if (!lrc) {
+    lrc = mdb_txn_commit(dtxn);
+    dtxn = NULL;
+  }
+  MDB_envinfo info;
+  if (!lrc) lrc = mdb_env_info(dst, &info);
+  if (!lrc) lrc = mdb_env_sync(dst, 1);
+  if (dtxn) mdb_txn_abort(dtxn);
+  if (src) mdb_txn_abort(src);
+  uint32_t psize = s->psize;
+  if (dst) mdb_env_close(dst);
   if (lrc) return mvcc_lmdb_err(lrc, "writing an image");
+  /* LMDB may have grown the file past its last page: an image is exactly
+   * its pages. */
+  if (ftruncate(fd, (off_t)((uint64_t)(info.me_last_pgno + 1) * psize)) < 0) {
+    log_error("mvcc: image: trimming the file: %s", strerror(errno));
+    return MVCC_EIO;
+  }
   return MVCC_OK;
 }
 

@@ -257,8 +257,8 @@ int64_t mvcc_db_size(mvcc_store *s);
 
 /* ---------------------------------------------------------------- images
  *
- * An image is the whole store in one file: a compacted LMDB data file (no
- * free pages) whose state record carries the applied index and term of the
+ * An image is the whole store in one file: a compact LMDB data file (every
+ * record rewritten in order: full pages, none free) whose state record carries the applied index and term of the
  * commit it was taken from. Images go from a leader to a member that fell
  * behind its log, to operators (etcd's Maintenance.Snapshot) and back
  * (restore); a defragmentation is an image of the store put in its place. */
