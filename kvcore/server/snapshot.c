@@ -74,16 +74,32 @@ static void out_closed(void *arg, rpc_code code, const char *message) {
   pthread_mutex_unlock(&o->mu);
 }
 
-static bool out_is_closed(outgoing *o) {
-  pthread_mutex_lock(&o->mu);
-  bool c = o->closed;
-  pthread_mutex_unlock(&o->mu);
-  return c;
-}
-
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
+}
+
+/* The client stream may be freed once on_closed has run: every use of it
+ * happens under o->mu after checking o->closed (which on_closed sets under
+ * o->mu). */
+static int locked_send(outgoing *o, rpc_client_stream *s, const ProtobufCMessage *m) {
+  pthread_mutex_lock(&o->mu);
+  int rc = o->closed ? -1 : rpc_client_stream_send(s, m);
+  pthread_mutex_unlock(&o->mu);
+  return rc;
+}
+
+/* Waits while the stream's queue is long; false once it closed. */
+static bool locked_wait_room(outgoing *o, rpc_client_stream *s) {
+  for (;;) {
+    pthread_mutex_lock(&o->mu);
+    bool closed = o->closed;
+    size_t queued = closed ? 0 : rpc_client_stream_queued(s);
+    pthread_mutex_unlock(&o->mu);
+    if (closed || atomic_load(&o->n->stopping)) return false;
+    if (queued <= QUEUE_BYTES) return true;
+    sleep_ms(2);
+  }
 }
 
 /* Streams the image in fd (total bytes) to o->to. */
@@ -117,29 +133,32 @@ static bool stream_image(outgoing *o, int fd, uint64_t total) {
     off += want;
     c.last = off == total;
     if (c.last) c.crc32c = crc;
-    if (rpc_client_stream_send(s, &c.base) < 0) {
-      ok = false;
-      break;
-    }
     /* Bounded memory: at most a few chunks queued, whatever the image. */
-    while (rpc_client_stream_queued(s) > QUEUE_BYTES && !out_is_closed(o) && !atomic_load(&n->stopping)) sleep_ms(2);
-    if (out_is_closed(o) || atomic_load(&n->stopping)) ok = false;
+    ok = locked_send(o, s, &c.base) == 0 && locked_wait_room(o, s);
   } while (ok && off < total);
   free(chunk);
-  rpc_client_stream_close(s, ok); /* graceful: half-close once sent, then the ack */
-  int64_t deadline = time_mono_ms() + ACK_TIMEOUT_MS;
   pthread_mutex_lock(&o->mu);
-  while (!o->closed) {
+  if (!o->closed) rpc_client_stream_close(s, ok); /* graceful: half-close once sent, then the ack */
+  int64_t deadline = time_mono_ms() + ACK_TIMEOUT_MS;
+  while (!o->closed && time_mono_ms() < deadline) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 50 * 1000000;
     if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
     pthread_cond_timedwait(&o->cv, &o->mu, &ts);
-    if (time_mono_ms() > deadline) break;
+    if (!o->closed && atomic_load(&n->stopping)) {
+      rpc_client_stream_close(s, false);
+      deadline = time_mono_ms() + 5000;
+    }
   }
   bool accepted = ok && o->closed && o->code == RPC_OK && o->accepted;
   if (ok && !accepted)
     log_warn("snapshot to %016" PRIx64 " refused: %s", o->to, o->closed ? o->message : "no answer");
+  if (!o->closed) {
+    /* No answer in time: cancel, and wait for on_closed before o goes. */
+    rpc_client_stream_close(s, false);
+    while (!o->closed) pthread_cond_wait(&o->cv, &o->mu);
+  }
   pthread_mutex_unlock(&o->mu);
   return accepted;
 }
