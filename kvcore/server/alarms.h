@@ -36,7 +36,8 @@ bool alarms_nospace(node *n);
  * Status errors; strings in mem. Returns how many. */
 size_t alarms_strings(node *n, arena *mem, char ***out);
 
-/* etcd's quota costs. */
+/* etcd's quota costs (a lease grant: leaseOverhead). */
+enum { ALARMS_LEASE_COST = 64 };
 int64_t alarms_cost_put(const Etcdserverpb__PutRequest *r);
 int64_t alarms_cost_txn(const Etcdserverpb__TxnRequest *r);
 /* gRPC thread: NULL if a request of this cost fits; otherwise raises

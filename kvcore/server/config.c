@@ -131,8 +131,10 @@ static const flag_def flags[] = {
     {"experimental-corrupt-check-time", T_DUR, "0s", LATER},
     {"experimental-compact-hash-check-enabled", T_BOOL, "false", LATER},
     {"experimental-compact-hash-check-time", T_DUR, "1m", LATER},
-    {"experimental-enable-lease-checkpoint", T_BOOL, "false", LATER},
-    {"experimental-enable-lease-checkpoint-persist", T_BOOL, "false", LATER},
+    /* Synod always checkpoints remaining TTLs and persists them (etcd 3.6's
+     * behaviour); either value is accepted. */
+    {"experimental-enable-lease-checkpoint", T_BOOL, "false", ON},
+    {"experimental-enable-lease-checkpoint-persist", T_BOOL, "false", ON},
     {"experimental-compaction-batch-limit", T_INT, "1000", NOOP},
     {"experimental-compaction-sleep-interval", T_DUR, "10ms", NOOP},
     {"experimental-watch-progress-notify-interval", T_DUR, "10m", ON},

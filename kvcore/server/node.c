@@ -5,6 +5,7 @@
 
 #include "alarms.h"
 #include "base.h"
+#include "lease_service.h"
 #include "pipeline.h"
 #include "raftnode.h"
 #include "reads.h"
@@ -49,6 +50,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
   k += watch_service_methods(n, table + k);
+  k += lease_service_methods(n, table + k);
   k += pending_service_methods(n, table + k);
   *count = k;
   return table;
@@ -60,6 +62,7 @@ const rpc_method *node_peer_methods(node *n, size_t *count) {
   k += transport_methods(n->tr, table + k);
   k += snapshot_methods(n, table + k);
   k += peer_service_methods(n, table + k);
+  k += lease_peer_methods(n, table + k);
   *count = k;
   return table;
 }
@@ -120,7 +123,7 @@ void node_store_replaced(node *n) {
   node_members_changed(n);
   alarms_reload(n);
   if (n->watch) watch_hub_after_replace(n->watch);
-  if (n->lease_reload) n->lease_reload(n->lease_arg);
+  if (n->lease) lease_service_reload(n);
 }
 
 void node_applied(node *n, uint64_t index) {
@@ -134,6 +137,7 @@ void node_read_ready(node *n, uint64_t ctx, uint64_t index) {
 void node_leader_changed(node *n, uint64_t lead, uint64_t term) {
   if (lead) log_info("raft: term %" PRIu64 ", leader %016" PRIx64 "%s", term, lead, lead == n->member_id ? " (this member)" : "");
   else log_info("raft: term %" PRIu64 ", no leader", term);
+  lease_service_leader_changed(n, lead, term);
   if (n->pipe) maybe_publish(n);
 }
 
@@ -144,3 +148,5 @@ void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_sna
   }
   transport_send(n->tr, to, msg, len);
 }
+
+void node_flush(node *n) { transport_flush(n->tr); }

@@ -14,6 +14,7 @@
 
 typedef struct pipeline pipeline;
 typedef struct compactor compactor;
+typedef struct lease_service lease_service;
 typedef struct reads reads;
 typedef struct transport transport;
 struct raftnode;
@@ -31,6 +32,7 @@ typedef struct node {
   reads *reads;
   compactor *compactor;
   watch_hub *watch;     /* NULL until started; the apply thread notifies it */
+  lease_service *lease; /* the lease table and its clock (lease_service.h) */
   rpc_server *rpc;      /* clients */
   rpc_server *peer_rpc; /* members */
   member_cache members;
@@ -43,10 +45,6 @@ typedef struct node {
   /* Does a lease exist? (the lease service answers; NULL: none do) */
   bool (*lease_exists)(void *arg, int64_t id);
   void *lease_arg;
-  /* The store's contents were replaced by a snapshot from the leader: the
-   * lease service reloads its table from the store (NULL: no lease
-   * service). Runs on the apply thread, before any later entry applies. */
-  void (*lease_reload)(void *arg);
   /* Snapshots (Raft's, for members that fell behind the log). */
   _Atomic uint64_t snapshots_sent, snapshots_installed;
   _Atomic bool snapshot_incoming; /* one transfer received at a time */
@@ -75,6 +73,7 @@ void node_applied(node *n, uint64_t index);         /* apply thread */
 void node_read_ready(node *n, uint64_t ctx, uint64_t index);
 void node_leader_changed(node *n, uint64_t lead, uint64_t term);
 void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+void node_flush(node *n);
 
 /* True if reads may skip the ReadIndex round (sole voter and leader). */
 bool node_local_reads_ok(node *n);

@@ -51,11 +51,6 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 #define S(path, type) {path, &type##__descriptor, NULL, &pending_stream, false, (void *)path}
 
 static const rpc_method pending[] = {
-    U("/etcdserverpb.Lease/LeaseGrant", etcdserverpb__lease_grant_request),
-    U("/etcdserverpb.Lease/LeaseRevoke", etcdserverpb__lease_revoke_request),
-    S("/etcdserverpb.Lease/LeaseKeepAlive", etcdserverpb__lease_keep_alive_request),
-    U("/etcdserverpb.Lease/LeaseTimeToLive", etcdserverpb__lease_time_to_live_request),
-    U("/etcdserverpb.Lease/LeaseLeases", etcdserverpb__lease_leases_request),
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
     U("/etcdserverpb.Auth/AuthEnable", etcdserverpb__auth_enable_request),
     U("/etcdserverpb.Auth/AuthDisable", etcdserverpb__auth_disable_request),

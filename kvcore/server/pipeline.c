@@ -14,6 +14,7 @@
 #include "base.h"
 #include "errors.h"
 #include "kv.h"
+#include "lease_service.h"
 #include "membership.h"
 #include "raftnode.h"
 #include "services.h"
@@ -197,7 +198,7 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
                  req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES && req->op_case != SYNODPB__REQUEST__OP_ALARM;
   /* etcd's capped applier: with NOSPACE raised, nothing that adds data. */
   bool capped = alarms_nospace(p->n) &&
-                (req->op_case == SYNODPB__REQUEST__OP_PUT ||
+                (req->op_case == SYNODPB__REQUEST__OP_PUT || req->op_case == SYNODPB__REQUEST__OP_LEASE_GRANT ||
                  (req->op_case == SYNODPB__REQUEST__OP_TXN && alarms_cost_txn(req->txn) > 0));
   if (capped) {
     err = &ERR_NO_SPACE_ALARM;
@@ -242,6 +243,11 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
       resp = &r->base, hdr = &r->header;
       break;
     }
+    case SYNODPB__REQUEST__OP_LEASE_GRANT:
+    case SYNODPB__REQUEST__OP_LEASE_REVOKE:
+    case SYNODPB__REQUEST__OP_LEASE_CHECKPOINT:
+      err = lease_service_apply(p->n, p->mem, w, req, &resp, &hdr);
+      break;
     case SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES: {
       int rc = members_apply_attributes(w, req->member_attributes);
       if (rc) fatal_store("recording member attributes", rc);
@@ -388,12 +394,15 @@ static void apply_batch(pipeline *p, batch *b) {
     if (e->type == RAFT_ENTRY_CONF_CHANGE) {
       apply_conf_change(p, w, e, &conf_done);
       members_changed = true;
-    } else if (e->len > 0) { /* empty: a new leader's no-op */
+    } else if (e->len > 0) {
       waiter *wt = apply_request(p, w, e, &members_changed);
       if (wt) {
         *done_tail = wt;
         done_tail = &wt->next;
       }
+    } else {
+      /* A new leader's no-op: everything of earlier terms is applied. */
+      lease_service_term_started(p->n, e->term);
     }
     last = e->index;
     last_term = e->term;
@@ -604,6 +613,11 @@ static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool
   node_send(p->n, to, msg, len, is_snapshot);
 }
 
+static void on_flush(void *arg) {
+  pipeline *p = arg;
+  node_flush(p->n);
+}
+
 /* ---------------------------------------------------------------- propose */
 
 void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) {
@@ -631,14 +645,19 @@ void pipeline_propose(pipeline *p, rpc_call *call, const Synodpb__Request *req) 
   if (stopping) {
     if (call) rpc_fail_with(call, &ERR_STOPPED);
   } else {
+    /* The proposer waits up to the request timeout, or less if its client
+     * gives up sooner; a retry after that would commit a write the client
+     * was told timed out. */
+    int64_t deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+    if (call && rpc_call_deadline(call) < deadline) deadline = rpc_call_deadline(call);
     if (call) {
       waiter *w = xcalloc(1, sizeof *w);
       w->id = copy.id;
       w->call = call;
-      w->deadline = time_mono_ns() + pipeline_request_timeout_ms(p->n) * 1000000;
+      w->deadline = deadline;
       waiter_put(p, w);
     }
-    raftnode_propose(p->rn, data, len);
+    raftnode_propose(p->rn, data, len, deadline);
   }
   if (data != stack) free(data);
 }
@@ -738,7 +757,7 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
       .applied_conf = p->conf,
       .bootstrap = bootstrap,
       .n_bootstrap = n_bootstrap,
-      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, on_install, on_snapshot_done, p},
+      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, on_install, on_snapshot_done, on_flush, p},
   };
   /* The apply thread must be running before Raft hands out entries. */
   pthread_create(&p->apply_thread, NULL, apply_main, p);

@@ -30,7 +30,7 @@ typedef struct item {
   struct item *next;
   uint8_t kind;
   uint64_t a, b;
-  int64_t at; /* when proposed (retries of dropped proposals expire) */
+  int64_t deadline; /* retries stop here (monotonic ns) */
   size_t len;
   uint8_t data[];
 } item;
@@ -78,13 +78,14 @@ struct raftnode {
 
 /* ---------------------------------------------------------------- mailbox */
 
-static void post(raftnode *rn, uint8_t kind, uint64_t a, uint64_t b, const void *data, size_t len) {
+static item *post_deadline(raftnode *rn, uint8_t kind, uint64_t a, uint64_t b, const void *data, size_t len,
+                           int64_t deadline) {
   item *it = xmalloc(sizeof *it + len);
   it->next = NULL;
   it->kind = kind;
   it->a = a;
   it->b = b;
-  it->at = time_mono_ns();
+  it->deadline = deadline;
   it->len = len;
   if (len) memcpy(it->data, data, len);
   pthread_mutex_lock(&rn->mu);
@@ -92,9 +93,16 @@ static void post(raftnode *rn, uint8_t kind, uint64_t a, uint64_t b, const void 
   rn->tail = it;
   pthread_cond_signal(&rn->cv);
   pthread_mutex_unlock(&rn->mu);
+  return it;
 }
 
-void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len) { post(rn, IN_PROPOSE, 0, 0, data, len); }
+static void post(raftnode *rn, uint8_t kind, uint64_t a, uint64_t b, const void *data, size_t len) {
+  post_deadline(rn, kind, a, b, data, len, time_mono_ns() + rn->request_timeout_ns);
+}
+
+void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len, int64_t deadline) {
+  post_deadline(rn, IN_PROPOSE, 0, 0, data, len, deadline);
+}
 
 void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc) {
   buf b = {0};
@@ -180,6 +188,7 @@ static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
     }
     rn->o.cb.send(rn->o.cb.arg, msgs[i].to, rn->enc.data, rn->enc.len, msgs[i].type == RAFT_MSG_SNAP);
   }
+  if (n && rn->o.cb.flush) rn->o.cb.flush(rn->o.cb.arg);
 }
 
 static void fatal(const char *what) {
@@ -289,7 +298,7 @@ static void maybe_compact(raftnode *rn) {
 /* Keeps an item to try again on a later iteration, until the request
  * timeout (its proposer gives up at its own deadline anyway). */
 static bool keep_for_retry(raftnode *rn, item *it) {
-  if (time_mono_ns() - it->at >= rn->request_timeout_ns) return false;
+  if (time_mono_ns() >= it->deadline) return false;
   it->next = NULL;
   *rn->retry_tail = it;
   rn->retry_tail = &it->next;
@@ -376,6 +385,10 @@ static void retry_dropped(raftnode *rn) {
   rn->retry_tail = &rn->retry_head;
   for (item *it = list, *next; it; it = next) {
     next = it->next;
+    if (now >= it->deadline) {
+      free(it); /* its proposer has given up: the write must not happen now */
+      continue;
+    }
     process(rn, it);
   }
 }

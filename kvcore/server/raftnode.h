@@ -29,7 +29,8 @@ typedef struct {
   /* Leadership or term changed (lead 0: none known). */
   void (*leader_changed)(void *arg, uint64_t lead, uint64_t term);
   /* Messages to peers, each encoded with raft_msg_encode. Called on the loop
-   * thread; must not block. */
+   * thread; must not block. After a group of sends, flush: what was sent
+   * to one peer since the last flush may travel together. */
   void (*send)(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
   /* A snapshot from the leader is accepted: put the image at path in the
    * store's place after every entry committed before it, and return once
@@ -38,6 +39,7 @@ typedef struct {
   /* The image handed to raftnode_step_snapshot was installed, or discarded
    * (Raft did not need it); either way the next transfer may begin. */
   void (*snapshot_done)(void *arg, bool installed);
+  void (*flush)(void *arg);
   void *arg;
 } raftnode_callbacks;
 
@@ -63,8 +65,11 @@ int raftnode_start(const raftnode_options *o, raftnode **out, char *err, size_t 
 /* Stops the loop; entries proposed but not committed are dropped. */
 void raftnode_stop(raftnode *rn);
 
-/* Mailbox (any thread). Data is copied. */
-void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len);
+/* Mailbox (any thread). Data is copied. A proposal that finds no leader is
+ * kept and retried once one is known, but never after `deadline`
+ * (monotonic ns): past it the proposer has given up, and a write it was told
+ * timed out must not be committed long afterwards. */
+void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len, int64_t deadline);
 void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc);
 void raftnode_step(raftnode *rn, const uint8_t *msg, size_t len);
 /* A SNAP message whose store image was received, verified and synced at

@@ -6,6 +6,7 @@
 #include "alarms.h"
 #include "bootstrap.h"
 #include "compactor.h"
+#include "lease_service.h"
 #include "node.h"
 #include "pipeline.h"
 #include "raftnode.h"
@@ -137,6 +138,12 @@ int synod_main(int argc, char **argv, char **envp) {
   size_t n_methods, n_peer_methods;
   const rpc_method *methods, *peer_methods;
   if (bootstrap_member(n, &founding, err, sizeof err) < 0) goto fail_store;
+  /* Leases load before anything can use them: the peer server's methods,
+   * and the pipeline, whose replay applies lease entries. */
+  if (lease_service_open(n, err, sizeof err) < 0) goto fail_store;
+  /* Before the peer server: a transfer may begin as soon as it listens. */
+  snapshot_cleanup(n);
+  alarms_reload(n);
 
   /* Peers first: Raft messages may arrive as soon as the others see us. */
   transport_options to = {.self_id = n->member_id, .cluster_id = n->cluster_id, .was_removed = was_removed,
@@ -152,8 +159,6 @@ int synod_main(int argc, char **argv, char **envp) {
   if (start_server(&n->cfg.listen_peer_urls, peer_methods, n_peer_methods, 64 << 20, 1000, "peer traffic",
                    &n->peer_rpc, err, sizeof err) < 0)
     goto fail_transport;
-  snapshot_cleanup(n);
-  alarms_reload(n);
   n->reads = reads_start(n);
   if (watch_service_start(n, err, sizeof err) < 0) goto fail_peers;
   rc = pipeline_open(n, wal_dir, founding.ents, founding.n, &n->pipe, err, sizeof err);
@@ -164,6 +169,7 @@ int synod_main(int argc, char **argv, char **envp) {
   /* Reads wait for the store to reach their read point; what it already
    * holds counts (a restart that replays nothing must still serve them). */
   node_applied(n, pipeline_applied_index(n->pipe));
+  lease_service_start(n);
 
   methods = node_methods(n, &n_methods);
   /* etcd: the request limit plus 512 KiB of gRPC overhead */
@@ -183,6 +189,7 @@ int synod_main(int argc, char **argv, char **envp) {
   atomic_store(&n->stopping, true);
   rpc_server_shutdown(n->rpc);
   compactor_stop(n->compactor);
+  lease_service_stop(n); /* no more expiry proposals */
   while (atomic_load(&n->background) > 0) {
     struct timespec ts = {0, 5 * 1000000};
     nanosleep(&ts, NULL);
@@ -195,6 +202,7 @@ int synod_main(int argc, char **argv, char **envp) {
   rpc_server_free(n->rpc);
   rpc_server_free(n->peer_rpc);
   transport_free(n->tr);
+  lease_service_free(n); /* keep-alive streams and forwarded calls are over */
   watch_hub_stop(n->watch); /* every Watch stream is closed by now */
   alarms_free(n);
   mvcc_close(n->store);
@@ -205,6 +213,7 @@ int synod_main(int argc, char **argv, char **envp) {
   return exit_code;
 
 fail_pipeline:
+  lease_service_stop(n);
   transport_set_raft(n->tr, NULL);
   reads_stop(n->reads);
   n->reads = NULL;
@@ -217,6 +226,7 @@ fail_transport:
   transport_free(n->tr);
 fail_store:
   fprintf(stderr, "synod: %s\n", err);
+  lease_service_free(n);
   founding_log_free(&founding);
   alarms_free(n);
   mvcc_close(n->store);

@@ -13,6 +13,7 @@ size_t maintenance_service_methods(node *n, rpc_method *out);
 size_t snapshot_service_methods(node *n, rpc_method *out);
 size_t cluster_service_methods(node *n, rpc_method *out);
 size_t health_service_methods(node *n, rpc_method *out);
+size_t lease_service_methods(node *n, rpc_method *out);
 /* Member-to-member methods beyond Raft traffic (served on the peer URLs). */
 size_t peer_service_methods(node *n, rpc_method *out);
 size_t watch_service_methods(node *n, rpc_method *out);

@@ -36,8 +36,11 @@ void transport_set_raft(transport *t, struct raftnode *rn);
 /* The peers to talk to: every member but this one, at its first peer URL.
  * Peers not in the list stay known unless they were removed. */
 void transport_set_peers(transport *t, const member_list *members);
-/* From the Raft loop; never blocks. */
+/* From the Raft loop; never blocks. Messages wait in the peer's batch until
+ * transport_flush, which sends each peer's batch as one gRPC message (a
+ * follower forwarding 50 proposals sends one message, not 50). */
 void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len);
+void transport_flush(transport *t);
 
 /* A unary call to a peer over its channel (forwarding to the leader). done
  * runs on the client thread; RPC_UNAVAILABLE if the peer is unknown. */

@@ -72,6 +72,11 @@ class SnapshotCatchUp(unittest.TestCase):
         behind = [m for m in self.c.members if m is not lead][0]
         etcdctl(lead, "put", "before", "1")
         behind.stop()
+        # A lease the stopped member learns only through the snapshot: its
+        # revocation later must delete the key there too.
+        out = etcdctl(lead, "lease", "grant", "600").stdout
+        lease = out.split()[1]
+        etcdctl(lead, "put", "leased", "x", "--lease=" + lease)
         put_many(lead.endpoint, "bulk", ENTRIES)
         r = etcdctl(lead, "put", "last", "2", "-w", "json")
         etcdctl(lead, "compact", str(int(__import__("json").loads(r.stdout)["header"]["revision"]) - 100))
@@ -84,6 +89,10 @@ class SnapshotCatchUp(unittest.TestCase):
         self.assertEqual(out, "2")
         cnt = etcdctl_json(behind, "get", "bulk/", "--prefix", "--limit", "1", "--consistency=s")["count"]
         self.assertEqual(cnt, ENTRIES - 1000)
+        self.assertEqual(etcdctl(behind, "get", "leased", "--print-value-only", "--consistency=s").stdout.strip(), "x")
+        etcdctl(lead, "lease", "revoke", lease)
+        self.c.wait_converged(timeout=60)
+        self.assertEqual(etcdctl(behind, "get", "leased", "--consistency=s").stdout, "")
         # It serves and replicates normally afterwards, and survives a restart.
         etcdctl(behind, "put", "after", "3")
         behind.stop()

@@ -56,7 +56,7 @@ class Refusals(unittest.TestCase):
 
     def test_not_supported_yet_is_never_silent(self):
         for flag in ["--cert-file=/tmp/c.pem", "--auto-tls", "--discovery=http://d", "--enable-v2",
-                     "--force-new-cluster", "--unsafe-no-fsync", "--experimental-enable-lease-checkpoint"]:
+                     "--force-new-cluster", "--unsafe-no-fsync", "--experimental-initial-corrupt-check"]:
             r = run([flag] + self.data)
             self.assertEqual(r.returncode, 1, flag)
             self.assertIn("is not supported yet by Synod", r.stderr, flag)

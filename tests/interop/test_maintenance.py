@@ -74,6 +74,7 @@ class NoSpace(MemberTest):
         # applier), and so is a txn that puts; reads and deletes work.
         self.assertIn(NOSPACE_ERR, self.ctl_err("put", "tiny", "1"))
         self.assertIn(NOSPACE_ERR, self.ctl_err("txn", stdin="\n\nput t 1\n\n"))
+        self.assertIn(NOSPACE_ERR, self.ctl_err("lease", "grant", "60"))
         self.assertEqual(json.loads(self.ctl("get", "fill/", "--prefix", "--limit", "1", "-w", "json").stdout)["count"] > 0, True)
         r = self.kv_stub().DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"fill/", range_end=b"fill0"))
         self.assertGreater(r.deleted, 0)
@@ -86,6 +87,7 @@ class NoSpace(MemberTest):
         self.assertEqual(self.ctl("alarm", "list").stdout, "")
         self.ctl("put", "k", "v")
         self.assertEqual(self.ctl("get", "k", "--print-value-only").stdout.strip(), "v")
+        self.assertIn("granted", self.ctl("lease", "grant", "60").stdout)
 
     def test_alarm_survives_restart(self):
         self.fill_until_nospace()
