@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include "base.h"
+#include "alarms.h"
 #include "bootstrap.h"
 #include "compactor.h"
 #include "lease_service.h"
@@ -11,6 +12,7 @@
 #include "raftnode.h"
 #include "reads.h"
 #include "services.h"
+#include "snapshot.h"
 #include "transport.h"
 #include "watch.h"
 
@@ -139,6 +141,9 @@ int synod_main(int argc, char **argv, char **envp) {
   /* Leases load before anything can use them: the peer server's methods,
    * and the pipeline, whose replay applies lease entries. */
   if (lease_service_open(n, err, sizeof err) < 0) goto fail_store;
+  /* Before the peer server: a transfer may begin as soon as it listens. */
+  snapshot_cleanup(n);
+  alarms_reload(n);
 
   /* Peers first: Raft messages may arrive as soon as the others see us. */
   transport_options to = {.self_id = n->member_id, .cluster_id = n->cluster_id, .was_removed = was_removed,
@@ -161,6 +166,9 @@ int synod_main(int argc, char **argv, char **envp) {
   if (rc < 0) goto fail_peers;
   transport_set_raft(n->tr, n->rn);
   node_members_changed(n);
+  /* Reads wait for the store to reach their read point; what it already
+   * holds counts (a restart that replays nothing must still serve them). */
+  node_applied(n, pipeline_applied_index(n->pipe));
   lease_service_start(n);
 
   methods = node_methods(n, &n_methods);
@@ -196,6 +204,7 @@ int synod_main(int argc, char **argv, char **envp) {
   transport_free(n->tr);
   lease_service_free(n); /* keep-alive streams and forwarded calls are over */
   watch_hub_stop(n->watch); /* every Watch stream is closed by now */
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   exit_code = atomic_load(&n->removed) ? 1 : 0;
@@ -219,6 +228,7 @@ fail_store:
   fprintf(stderr, "synod: %s\n", err);
   lease_service_free(n);
   founding_log_free(&founding);
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   free_node(n);

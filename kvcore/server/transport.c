@@ -228,6 +228,17 @@ void transport_call(transport *t, uint64_t to, const char *method, const Protobu
   rpc_call_unary(ch, method, req, resp_type, timeout_ms, done, arg);
 }
 
+rpc_client_stream *transport_open_stream(transport *t, uint64_t to, const char *method,
+                                         const rpc_client_stream_handler *h) {
+  pthread_mutex_lock(&t->mu);
+  peer *p = t->peers;
+  while (p && (p->id != to || p->gone)) p = p->next;
+  if (p && !p->ch) p->ch = rpc_channel_open(p->target, 1000);
+  rpc_channel *ch = p ? p->ch : NULL;
+  pthread_mutex_unlock(&t->mu);
+  return ch ? rpc_client_stream_open(ch, method, h) : NULL;
+}
+
 /* ---------------------------------------------------------------- inbound */
 
 typedef struct {

@@ -47,6 +47,11 @@ void transport_flush(transport *t);
 void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
                     const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg);
 
+/* A stream to a peer over its channel (a snapshot transfer); NULL if the
+ * peer is unknown or the call cannot start. */
+rpc_client_stream *transport_open_stream(transport *t, uint64_t to, const char *method,
+                                         const rpc_client_stream_handler *h);
+
 /* The Peer service's methods, for the peer-facing rpc server. */
 size_t transport_methods(transport *t, rpc_method *out);
 
