@@ -5,6 +5,7 @@
  *   arena      bump allocator for request-scoped memory (freed at once)
  *   crc32c     Castagnoli CRC, as etcd uses for WAL records and hashes
  *   sha1       only for etcd-compatible member and cluster IDs
+ *   sha256     the checksum etcd appends to a streamed snapshot
  *   xmalloc    allocation that aborts on exhaustion (there is no recovery
  *              path from a failed 40-byte malloc in a server)
  */
@@ -66,6 +67,11 @@ typedef struct { uint32_t h[5]; uint64_t len; uint8_t buf[64]; size_t used; } sh
 void sha1_init(sha1_ctx *c);
 void sha1_update(sha1_ctx *c, const void *data, size_t n);
 void sha1_final(sha1_ctx *c, uint8_t out[20]);
+
+typedef struct { uint32_t h[8]; uint64_t len; uint8_t buf[64]; size_t used; } sha256_ctx;
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t n);
+void sha256_final(sha256_ctx *c, uint8_t out[32]);
 
 /* ---------------------------------------------------------------- bytes */
 

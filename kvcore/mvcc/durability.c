@@ -418,6 +418,8 @@ static void *checkpoint_main(void *arg) {
 }
 
 int durability_start(mvcc_store *s) {
+  s->ck_stop = false; /* a replaced environment starts again */
+  atomic_store(&s->ck_urgent, false);
   s->ck_growth = test_growth ? test_growth : CKPT_GROWTH;
   s->ck_growth_max = test_growth_max ? test_growth_max : CKPT_GROWTH_MAX;
   /* Pin the current snapshot before anything can write: after a kill -9 the
@@ -438,7 +440,7 @@ int durability_start(mvcc_store *s) {
   return MVCC_OK;
 }
 
-void durability_stop(mvcc_store *s) {
+int durability_stop(mvcc_store *s) {
   if (s->ck_thread_running) {
     pthread_mutex_lock(&s->ck_mu);
     s->ck_stop = true;
@@ -449,10 +451,12 @@ void durability_stop(mvcc_store *s) {
     s->ck_thread_running = false;
   }
   /* Only a store whose final state is on disk may be called clean. */
-  if (checkpoint_locked(s) == 0) marker_write(s, false, NULL);
+  int rc = checkpoint_locked(s);
+  if (rc == 0) rc = marker_write(s, false, NULL);
   else log_error("mvcc: %s: final checkpoint failed; the next open will roll back", s->dir);
   if (s->pin) mdb_txn_abort(s->pin);
   s->pin = NULL;
   for (int i = 0; i < s->nspare; i++) mdb_txn_abort(s->spare_pins[i]);
   s->nspare = 0;
+  return rc;
 }

@@ -251,6 +251,64 @@ typedef struct {
   int64_t keys;           /* live keys */
 } mvcc_stats;
 int mvcc_stats_get(mvcc_store *s, mvcc_stats *out);
+/* db_size without a transaction (as of the last commit): cheap enough to
+ * check before every write (the backend quota). */
+int64_t mvcc_db_size(mvcc_store *s);
+
+/* ---------------------------------------------------------------- images
+ *
+ * An image is the whole store in one file: a compact LMDB data file (every
+ * record rewritten in order: full pages, none free) whose state record carries the applied index and term of the
+ * commit it was taken from. Images go from a leader to a member that fell
+ * behind its log, to operators (etcd's Maintenance.Snapshot) and back
+ * (restore); a defragmentation is an image of the store put in its place. */
+typedef struct {
+  uint64_t applied_index, applied_term;
+  int64_t rev, compact_rev;
+  int64_t keys;   /* live keys */
+  uint64_t bytes; /* size of the image file */
+} mvcc_image_info;
+
+/* Writes an image of the newest commit to fd, an empty regular file open
+ * for reading and writing. Readers and the writer go on meanwhile; the image
+ * is of the commit that was newest when the copy began. Not synced (the
+ * caller syncs what it keeps). info may be NULL. */
+int mvcc_image_write(mvcc_store *s, int fd, mvcc_image_info *info);
+
+/* Checks that the file at path is an image this build can use: its LMDB
+ * meta pages (checked before LMDB reads anything else), every database,
+ * the state records, every history and index record, and the live-key
+ * count. MVCC_EIO and a log line saying what is wrong otherwise. LMDB
+ * trusts the pages themselves: a file crafted to pass these checks could
+ * still crash it, so images come with a checksum (transfer CRC, etcd's
+ * SHA-256) that is verified first. info may be NULL. */
+int mvcc_image_check(const char *path, mvcc_image_info *info);
+
+/* Changes what an image carries before it is put in place (a member's own
+ * identity, a restore clearing membership): opens the image file alone,
+ * runs fn in one write transaction (fn returning non-zero aborts it and is
+ * returned), commits and syncs the file. No other process or handle may
+ * use the file meanwhile. */
+typedef int (*mvcc_update_fn)(void *arg, mvcc_txn *w);
+int mvcc_image_update(const char *path, mvcc_update_fn fn, void *arg);
+
+/* Replaces the store's contents with the image at image_path (on the
+ * store's filesystem: it is renamed into place, not copied). Waits for the
+ * open write transaction and holds new ones back, makes the store durable
+ * and marks it clean, waits for open read transactions and holds new ones
+ * back, renames the image over the data file, reopens and checkpoints. A
+ * crash at any step leaves either the old store or the new one, whole
+ * (docs/storage.md, "Replacing the store"). The handle stays valid and
+ * transactions begun afterwards see the image. The caller must hold no
+ * transaction of s. MVCC_EIO, store unchanged, if the image fails
+ * mvcc_image_check; MVCC_EIO after the swap if the store cannot be
+ * reopened (then the handle can only be closed). */
+int mvcc_replace(mvcc_store *s, const char *image_path);
+
+/* Rewrites the store compactly: an image of it, taken while writers wait,
+ * replaces it as in mvcc_replace, so the file shrinks to the pages in use.
+ * Readers go on until the swap. Same rules and errors as mvcc_replace. */
+int mvcc_defragment(mvcc_store *s);
 
 /* CRC-32C over the key-value history up to rev (<= 0: current), counting for
  * revisions at or below the compact revision only what compaction keeps, so

@@ -7,6 +7,7 @@
  *   write.c       put, delete_range, request brackets, commit
  *   compact.c     logical and physical compaction, the "kept" rule
  *   aux.c         aux tables
+ *   image.c       images: write, check, replace the store, defragment
  *   record.c      byte layouts (record.h)
  */
 #ifndef SYNOD_MVCC_INT_H
@@ -32,6 +33,10 @@ enum {
   DB_AUX,        /* DB_AUX + mvcc_aux_table */
   DB_COUNT = DB_AUX + MVCC_AUX_COUNT
 };
+
+/* Names (NULL: the main database) and flags of the databases. */
+extern const char *const mvcc_db_names[DB_COUNT];
+extern const unsigned mvcc_db_flags[DB_COUNT];
 
 struct mvcc_txn {
   mvcc_store *s;
@@ -81,9 +86,19 @@ struct mvcc_store {
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
 
-  pthread_mutex_t pool_mu; /* guards only the free list, never held across LMDB calls */
+  pthread_mutex_t pool_mu; /* guards the free list and the gate, never held across LMDB calls */
   mvcc_txn *pool;
   int pool_len;
+  /* The gate (image.c): replacing the environment waits until no
+   * transaction is open, and holds new ones back meanwhile. Writers are
+   * held first (a defragmentation copies the store while readers go on),
+   * then readers. Guarded by pool_mu. */
+  pthread_cond_t gate_cv;
+  int readers_open, writers_open;
+  bool block_reads, block_writes;
+  bool env_broken; /* a replaced data file could not be reopened */
+  uint64_t map_size; /* as opened, for reopening */
+  _Atomic uint64_t last_pgno; /* LMDB's last page as of the last commit (mvcc_db_size) */
 
   /* Checkpoints (durability.c). ck_mu serializes them and guards the pin. */
   pthread_mutex_t ck_mu;
@@ -131,6 +146,25 @@ int mvcc_corrupt(const char *what, const void *key, size_t key_len);
 int mvcc_check_key(const uint8_t *key, size_t key_len);
 /* The revision reads at "current" see: a write txn's open request counts. */
 static inline int64_t txn_rev(const mvcc_txn *t) { return t->st.rev + (t->sub > 0 ? 1 : 0); }
+
+/* Opens the LMDB environment in s->dir (after durability_prepare) and its
+ * databases, and finds the map; *created says whether the store is new.
+ * Closing: the read pool's transactions first, then the environment. */
+int store_env_open(mvcc_store *s, bool *created);
+/* extra: more LMDB flags (an image file: MDB_NOSUBDIR | MDB_NOLOCK). */
+int store_env_open_flags(mvcc_store *s, unsigned extra, bool *created);
+/* A store object with its locks set up and nothing opened; store_free
+ * closes whatever was (the environment, the lock file) and frees it. */
+mvcc_store *store_alloc(const char *dir);
+void store_free(mvcc_store *s);
+void store_env_close(mvcc_store *s);
+/* The gate (see mvcc_store). block_* wait until the transactions of that
+ * kind have ended; gate_open lets everyone in again. */
+int gate_enter_read(mvcc_store *s); /* MVCC_EIO once the store is broken */
+void gate_leave(mvcc_store *s, bool writer);
+void gate_block_writes(mvcc_store *s);
+void gate_block_reads(mvcc_store *s);
+void gate_open(mvcc_store *s);
 
 /* Tests and benchmarks: LMDB's write mode for stores opened from now on
  * (1: MDB_WRITEMAP, 0: pwrite, -1: the default, which the environment
@@ -181,8 +215,10 @@ int durability_prepare(mvcc_store *s, bool *restored, uint64_t *restored_txnid);
 /* After the environment is usable: first checkpoint, marker "running",
  * background thread. */
 int durability_start(mvcc_store *s);
-/* At close: stop the thread, final checkpoint, marker "clean", drop the pin. */
-void durability_stop(mvcc_store *s);
+/* At close: stop the thread, final checkpoint, marker "clean", drop the pin.
+ * Returns MVCC_OK only if the store was marked clean (its final state is on
+ * disk and the next open will use the data file as it is). */
+int durability_stop(mvcc_store *s);
 /* After each commit (cheap): wakes the checkpoint thread early if the file
  * has grown by CKPT_GROWTH bytes since the last checkpoint. */
 void durability_after_commit(mvcc_store *s);
@@ -200,6 +236,15 @@ void mvcc_test_set_growth(uint64_t early, uint64_t max);
 /* Tests only: how checkpoint files are written (NULL: write_file_atomic),
  * to inject failures. */
 void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *data, size_t n));
+
+/* ---------------------------------------------------------------- image.c */
+
+/* A defragmentation's copy, in the store's directory (removed at open). */
+#define MVCC_DEFRAG_TMP "defrag.tmp"
+
+/* Tests only: called at each step of replacing the environment (steps in
+ * image.c's replace_env), to simulate a crash there. */
+void mvcc_test_set_replace_hook(void (*fn)(int step));
 
 /* ---------------------------------------------------------------- read.c */
 

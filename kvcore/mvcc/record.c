@@ -167,6 +167,25 @@ int lmdb_meta_parse(const uint8_t *page, size_t n, lmdb_meta *out) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- image header */
+
+int image_header_parse(const uint8_t *p, size_t n, uint64_t file_size, image_header *out) {
+  lmdb_meta m0, m1;
+  if (lmdb_meta_parse(p, n, &m0) < 0) return -1;
+  uint32_t psize = m0.psize;
+  if (file_size % psize != 0 || file_size / psize < 2 || n < 2 * (size_t)psize) return -1;
+  if (lmdb_meta_parse(p + psize, n - psize, &m1) < 0 || m1.psize != psize) return -1;
+  const lmdb_meta *m = m1.txnid >= m0.txnid ? &m1 : &m0;
+  uint64_t pages = file_size / psize;
+  if (m->last_pg >= pages) return -1;
+  if (m->main_root != LMDB_NO_ROOT && (m->main_root < 2 || m->main_root > m->last_pg)) return -1;
+  if (m->free_root != LMDB_NO_ROOT && (m->free_root < 2 || m->free_root > m->last_pg)) return -1;
+  out->psize = psize;
+  out->txnid = m->txnid;
+  out->last_pg = m->last_pg;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- checkpoint */
 
 static const char ckpt_magic[8] = {'S', 'Y', 'N', 'D', 'C', 'K', 'P', 'T'};

@@ -90,6 +90,20 @@ typedef struct {
 #define LMDB_NO_ROOT UINT64_MAX
 int lmdb_meta_parse(const uint8_t *page, size_t n, lmdb_meta *out);
 
+/* ---------------------------------------------------------------- image header
+ * A store image is a compacted LMDB data file (mvcc_image_write). Before
+ * LMDB is let near a file that came over the network or from a user, its
+ * first two pages are checked here: both metas parse with the same page
+ * size, and the newer one's last page and database roots lie inside a file
+ * of file_size bytes, which holds whole pages. `p` holds the file's first
+ * n bytes (n >= 2 pages, or the whole file if shorter). */
+enum { IMAGE_HEADER_MAX = 2 * 65536 }; /* two metas of the largest page size */
+typedef struct {
+  uint32_t psize;
+  uint64_t txnid, last_pg;
+} image_header;
+int image_header_parse(const uint8_t *p, size_t n, uint64_t file_size, image_header *out);
+
 /* ---------------------------------------------------------------- checkpoint file
  *   "SYNDCKPT" | LE32 format (1) | LE32 psize | LE64 txnid | LE64 applied_index |
  *   LE64 applied_term | LE64 rev | meta page 0 | meta page 1 | LE32 crc32c(all before) */

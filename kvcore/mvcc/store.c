@@ -11,11 +11,11 @@
 #include "mvcc_int.h"
 
 /* NULL: LMDB's main database. */
-static const char *const db_names[DB_COUNT] = {
+const char *const mvcc_db_names[DB_COUNT] = {
     NULL, "hist", "kidx", "lease_keys",
     "aux_meta", "aux_leases", "aux_members", "aux_alarms", "aux_auth",
 };
-static const unsigned db_flags[DB_COUNT] = {
+const unsigned mvcc_db_flags[DB_COUNT] = {
     [DB_KIDX] = MDB_DUPSORT | MDB_DUPFIXED,
     [DB_LEASE_KEYS] = MDB_DUPSORT,
 };
@@ -210,8 +210,8 @@ static int open_databases(mvcc_store *s, bool *created) {
   if (rc) return mvcc_lmdb_err(rc, "beginning a transaction");
   int found = 0;
   for (int i = 0; i < DB_COUNT; i++) {
-    rc = mdb_dbi_open(txn, db_names[i], db_flags[i], &s->dbi[i]);
-    if (rc == 0) found += db_names[i] != NULL;
+    rc = mdb_dbi_open(txn, mvcc_db_names[i], mvcc_db_flags[i], &s->dbi[i]);
+    if (rc == 0) found += mvcc_db_names[i] != NULL;
     else if (rc != MDB_NOTFOUND) break;
   }
   /* Format 1 kept the latest versions in a database of its own. */
@@ -245,7 +245,7 @@ static int open_databases(mvcc_store *s, bool *created) {
   rc = mdb_txn_begin(s->env, NULL, 0, &txn);
   if (rc) return mvcc_lmdb_err(rc, "beginning a transaction");
   for (int i = 0; i < DB_COUNT && !rc; i++)
-    rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | MDB_CREATE, &s->dbi[i]);
+    rc = mdb_dbi_open(txn, mvcc_db_names[i], mvcc_db_flags[i] | MDB_CREATE, &s->dbi[i]);
   if (!rc) {
     mvcc_txn t = {.s = s, .txn = txn, .st = {.rev = 1}, .state_dirty = true, .compact_dirty = true};
     rc = state_write(&t);
@@ -275,8 +275,9 @@ static int lock_dir(mvcc_store *s) {
   return MVCC_OK;
 }
 
-static void store_free(mvcc_store *s) {
+void store_free(mvcc_store *s) {
   if (s->env) mdb_env_close(s->env);
+  pthread_cond_destroy(&s->gate_cv);
   if (s->lock_fd >= 0) close(s->lock_fd);
   ticket_lock_destroy(&s->wlock);
   pthread_mutex_destroy(&s->pool_mu);
@@ -289,15 +290,67 @@ static void store_free(mvcc_store *s) {
   free(s);
 }
 
-int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
-  if (!opt || !opt->dir || !*opt->dir || !out || opt->checkpoint_ms < 0) return MVCC_EINVAL;
-  *out = NULL;
+static void free_read_pool(mvcc_store *s) {
+  for (mvcc_txn *t = s->pool, *next; t; t = next) {
+    next = t->next;
+    close_cursors(t);
+    mdb_txn_abort(t->txn);
+    free(t);
+  }
+  s->pool = NULL;
+  s->pool_len = 0;
+}
+
+void store_env_close(mvcc_store *s) {
+  free_read_pool(s);
+  if (s->env) mdb_env_close(s->env);
+  s->env = NULL;
+  s->map = NULL;
+  s->map_len = 0;
+  s->data_fd = -1;
+}
+
+int store_env_open(mvcc_store *s, bool *created) {
+  return store_env_open_flags(s, 0, created);
+}
+
+int store_env_open_flags(mvcc_store *s, unsigned extra, bool *created) {
+  int lrc = mdb_env_create(&s->env);
+  if (lrc) s->env = NULL;
+  if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT + 1); /* and format 1's kv */
+  if (!lrc) lrc = mdb_env_set_maxreaders(s->env, MAX_READERS);
+  if (!lrc) lrc = mdb_env_set_mapsize(s->env, s->map_size);
+  /* NOSYNC: commits never fsync (the caller's log is the durability point,
+   * checkpoints make the file durable). NOTLS: read transactions are not
+   * tied to threads, so the pool and the checkpoint pin can move. */
+  if (!lrc)
+    lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0) | extra, 0600);
+  if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
+  MDB_stat st;
+  if (!lrc) lrc = mdb_env_stat(s->env, &st);
+  if (!lrc) s->psize = st.ms_psize;
+  int rc = lrc ? mvcc_lmdb_err(lrc, "opening the environment") : MVCC_OK;
+  if (!rc) rc = open_databases(s, created);
+  if (!rc) rc = space_open(s);
+  if (!rc) {
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    atomic_store(&s->last_pgno, (uint64_t)info.me_last_pgno);
+  }
+  if (rc) store_env_close(s);
+  return rc;
+}
+
+mvcc_store *store_alloc(const char *dir) {
   mvcc_store *s = xcalloc(1, sizeof *s);
-  s->dir = xstrdup(opt->dir);
+  s->dir = xstrdup(dir);
   s->lock_fd = -1;
-  s->checkpoint_ms = opt->checkpoint_ms ? opt->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
+  s->data_fd = -1;
+  s->checkpoint_ms = DEFAULT_CHECKPOINT_MS;
+  s->map_size = DEFAULT_MAP_SIZE;
   ticket_lock_init(&s->wlock);
   pthread_mutex_init(&s->pool_mu, NULL);
+  pthread_cond_init(&s->gate_cv, NULL);
   pthread_mutex_init(&s->ck_mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -307,6 +360,15 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   pthread_condattr_destroy(&ca);
   s->wtxn.s = s;
   s->wtxn.write = true;
+  return s;
+}
+
+int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
+  if (!opt || !opt->dir || !*opt->dir || !out || opt->checkpoint_ms < 0) return MVCC_EINVAL;
+  *out = NULL;
+  mvcc_store *s = store_alloc(opt->dir);
+  if (opt->checkpoint_ms) s->checkpoint_ms = opt->checkpoint_ms;
+  if (opt->map_size) s->map_size = opt->map_size;
 
   int rc = MVCC_OK;
   if (mkdir_all(s->dir, 0700) < 0) {
@@ -316,15 +378,14 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   if (!rc) rc = lock_dir(s);
   bool restored = false;
   uint64_t restored_txnid = 0;
-  if (!rc) rc = durability_prepare(s, &restored, &restored_txnid);
   if (!rc) {
-    int lrc = mdb_env_create(&s->env);
-    if (!lrc) lrc = mdb_env_set_maxdbs(s->env, DB_COUNT + 1); /* and format 1's kv */
-    if (!lrc) lrc = mdb_env_set_maxreaders(s->env, MAX_READERS);
-    if (!lrc) lrc = mdb_env_set_mapsize(s->env, opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE);
-    /* NOSYNC: commits never fsync (the caller's log is the durability point,
-     * checkpoints make the file durable). NOTLS: read transactions are not
-     * tied to threads, so the pool and the checkpoint pin can move. */
+    /* A defragmentation that never finished left its copy behind. */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/%s", s->dir, MVCC_DEFRAG_TMP);
+    unlink(tmp);
+    rc = durability_prepare(s, &restored, &restored_txnid);
+  }
+  if (!rc) {
     s->writemap = use_writemap();
     s->prealloc = space_probe(s->dir) == 0;
     if (s->writemap && !s->prealloc) {
@@ -333,20 +394,9 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
       s->writemap = false;
     }
     s->release_map = use_release();
-    if (!lrc) lrc = mdb_env_open(s->env, s->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
-    if (!lrc) lrc = mdb_env_get_fd(s->env, &s->data_fd);
-    MDB_stat st;
-    if (!lrc) lrc = mdb_env_stat(s->env, &st);
-    if (!lrc) s->psize = st.ms_psize;
-    if (lrc) {
-      rc = mvcc_lmdb_err(lrc, "opening the environment");
-      if (s->env) mdb_env_close(s->env);
-      s->env = NULL;
-    }
   }
   bool created = false;
-  if (!rc) rc = open_databases(s, &created);
-  if (!rc) rc = space_open(s);
+  if (!rc) rc = store_env_open(s, &created);
   if (!rc && restored) {
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -368,15 +418,49 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
 
 void mvcc_close(mvcc_store *s) {
   if (!s) return;
-  durability_stop(s);
-  for (mvcc_txn *t = s->pool, *next; t; t = next) {
-    next = t->next;
-    close_cursors(t);
-    mdb_txn_abort(t->txn);
-    free(t);
-  }
-  s->pool = NULL;
+  if (!s->env_broken) durability_stop(s);
+  free_read_pool(s);
   store_free(s);
+}
+
+/* ---------------------------------------------------------------- the gate */
+
+void gate_block_writes(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  s->block_writes = true;
+  while (s->writers_open > 0) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
+void gate_block_reads(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  s->block_reads = true;
+  while (s->readers_open > 0) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
+void gate_open(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  s->block_reads = s->block_writes = false;
+  pthread_cond_broadcast(&s->gate_cv);
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
+int gate_enter_read(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  while (s->block_reads) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  bool broken = s->env_broken;
+  if (!broken) s->readers_open++;
+  pthread_mutex_unlock(&s->pool_mu);
+  return broken ? MVCC_EIO : MVCC_OK;
+}
+
+void gate_leave(mvcc_store *s, bool writer) {
+  pthread_mutex_lock(&s->pool_mu);
+  if (writer) s->writers_open--;
+  else s->readers_open--;
+  if (s->block_reads || s->block_writes) pthread_cond_broadcast(&s->gate_cv);
+  pthread_mutex_unlock(&s->pool_mu);
 }
 
 /* ---------------------------------------------------------------- transactions */
@@ -384,6 +468,12 @@ void mvcc_close(mvcc_store *s) {
 int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
   if (!s || !out) return MVCC_EINVAL;
   pthread_mutex_lock(&s->pool_mu);
+  while (s->block_reads) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  if (s->env_broken) {
+    pthread_mutex_unlock(&s->pool_mu);
+    return MVCC_EIO;
+  }
+  s->readers_open++;
   mvcc_txn *t = s->pool;
   if (t) {
     s->pool = t->next;
@@ -408,6 +498,7 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
     if (rc) {
       free(t);
+      gate_leave(s, false);
       return mvcc_lmdb_err(rc, "beginning a read transaction");
     }
   }
@@ -428,8 +519,14 @@ static int write_finish(mvcc_txn *t, bool commit) {
   if (commit) lrc = mdb_txn_commit(t->txn);
   else mdb_txn_abort(t->txn);
   t->txn = NULL;
-  if (commit && !lrc) space_after_commit(t->s); /* between write transactions */
+  if (commit && !lrc) {
+    MDB_envinfo info;
+    mdb_env_info(t->s->env, &info);
+    atomic_store(&t->s->last_pgno, (uint64_t)info.me_last_pgno);
+    space_after_commit(t->s); /* between write transactions */
+  }
   ticket_lock_release(&t->s->wlock);
+  gate_leave(t->s, true);
   return lrc;
 }
 
@@ -442,6 +539,8 @@ void mvcc_txn_end(mvcc_txn *t) {
   }
   mdb_txn_reset(t->txn);
   pthread_mutex_lock(&s->pool_mu);
+  s->readers_open--;
+  if (s->block_reads) pthread_cond_broadcast(&s->gate_cv);
   bool keep = s->pool_len < POOL_MAX;
   if (keep) {
     t->next = s->pool;
@@ -458,6 +557,14 @@ void mvcc_txn_end(mvcc_txn *t) {
 
 int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   if (!s || !out) return MVCC_EINVAL;
+  pthread_mutex_lock(&s->pool_mu);
+  while (s->block_writes) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  if (s->env_broken) {
+    pthread_mutex_unlock(&s->pool_mu);
+    return MVCC_EIO;
+  }
+  s->writers_open++;
+  pthread_mutex_unlock(&s->pool_mu);
   durability_before_write(s);
   ticket_lock_acquire(&s->wlock);
   mvcc_txn *t = &s->wtxn;
@@ -468,6 +575,7 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
   if (rc) {
     ticket_lock_release(&s->wlock);
+    gate_leave(s, true);
     return mvcc_lmdb_err(rc, "beginning a write transaction");
   }
   MDB_envinfo info;
@@ -522,6 +630,8 @@ void mvcc_applied(const mvcc_txn *t, uint64_t *index, uint64_t *term) {
 }
 
 /* ---------------------------------------------------------------- stats */
+
+int64_t mvcc_db_size(mvcc_store *s) { return (int64_t)((atomic_load(&s->last_pgno) + 1) * s->psize); }
 
 int mvcc_stats_get(mvcc_store *s, mvcc_stats *out) {
   if (!s || !out) return MVCC_EINVAL;

@@ -35,12 +35,16 @@ static bool same_urls(const strlist *a, const strlist *b) {
   return same;
 }
 
-static int store_identity(node *n, char *err, size_t err_len) {
+int bootstrap_write_identity(mvcc_txn *w, uint64_t member_id, uint64_t cluster_id) {
   uint8_t id[16];
-  put_be64(id, n->member_id);
-  put_be64(id + 8, n->cluster_id);
+  put_be64(id, member_id);
+  put_be64(id + 8, cluster_id);
+  return mvcc_aux_put(w, MVCC_AUX_META, "identity", 8, id, 16);
+}
+
+static int store_identity(node *n, char *err, size_t err_len) {
   mvcc_txn *t;
-  if (mvcc_write_begin(n->store, &t) != MVCC_OK || mvcc_aux_put(t, MVCC_AUX_META, "identity", 8, id, 16) != MVCC_OK ||
+  if (mvcc_write_begin(n->store, &t) != MVCC_OK || bootstrap_write_identity(t, n->member_id, n->cluster_id) != MVCC_OK ||
       mvcc_write_commit(t) != MVCC_OK || mvcc_checkpoint(n->store) != MVCC_OK) {
     snprintf(err, err_len, "cannot record the member identity in the store");
     return -1;
@@ -55,25 +59,47 @@ static int cmp_member_id(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* etcd's VerifyBootstrap for a new cluster: this member is in
+ * --initial-cluster, with its advertised peer URLs. */
+static int check_new(const char *name, const char *spec, const char *token, const strlist *adv, initial_cluster *ic,
+                     const initial_member **self_out, char *err, size_t err_len) {
+  if (initial_cluster_parse(spec, token, ic, err, err_len) < 0) return -1;
+  const initial_member *self = NULL;
+  for (size_t i = 0; i < ic->n; i++)
+    if (strcmp(ic->v[i].name, name) == 0) self = &ic->v[i];
+  if (!self) {
+    snprintf(err, err_len, "couldn't find local name \"%s\" in the initial cluster configuration", name);
+    initial_cluster_free(ic);
+    return -1;
+  }
+  if (!same_urls(&self->peer_urls, adv)) {
+    snprintf(err, err_len, "--initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s", name,
+             self->peer_urls.v[0], adv->n ? adv->v[0] : "");
+    initial_cluster_free(ic);
+    return -1;
+  }
+  *self_out = self;
+  return 0;
+}
+
+int bootstrap_check_new(const char *name, const char *initial_cluster_spec, const char *token, const strlist *adv,
+                        uint64_t *member_id, uint64_t *cluster_id, char *err, size_t err_len) {
+  initial_cluster ic;
+  const initial_member *self;
+  if (check_new(name, initial_cluster_spec, token, adv, &ic, &self, err, err_len) < 0) return -1;
+  *member_id = self->id;
+  *cluster_id = ic.cluster_id;
+  initial_cluster_free(&ic);
+  return 0;
+}
+
 static int bootstrap_new(node *n, founding_log *log, char *err, size_t err_len) {
   const server_config *cfg = &n->cfg;
   initial_cluster ic;
-  if (initial_cluster_parse(cfg->initial_cluster, cfg->initial_cluster_token, &ic, err, err_len) < 0) return -1;
-  const initial_member *self = NULL;
-  for (size_t i = 0; i < ic.n; i++)
-    if (strcmp(ic.v[i].name, cfg->name) == 0) self = &ic.v[i];
-  if (!self) {
-    snprintf(err, err_len, "couldn't find local name \"%s\" in the initial cluster configuration", cfg->name);
-    initial_cluster_free(&ic);
+  const initial_member *self;
+  if (check_new(cfg->name, cfg->initial_cluster, cfg->initial_cluster_token, &cfg->initial_advertise_peer_urls, &ic,
+                &self, err, err_len) < 0)
     return -1;
-  }
-  /* etcd insists the member's entry matches its advertised peer URLs. */
-  if (!same_urls(&self->peer_urls, &cfg->initial_advertise_peer_urls)) {
-    snprintf(err, err_len, "--initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s", cfg->name,
-             self->peer_urls.v[0], cfg->initial_advertise_peer_urls.n ? cfg->initial_advertise_peer_urls.v[0] : "");
-    initial_cluster_free(&ic);
-    return -1;
-  }
   n->member_id = self->id;
   n->cluster_id = ic.cluster_id;
 

@@ -11,6 +11,7 @@ const rpc_error ERR_DUPLICATE_KEY = {RPC_INVALID_ARGUMENT, "etcdserver: duplicat
 const rpc_error ERR_COMPACTED = {RPC_OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"};
 const rpc_error ERR_FUTURE_REV = {RPC_OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"};
 const rpc_error ERR_NO_SPACE = {RPC_RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"};
+const rpc_error ERR_NO_SPACE_ALARM = {RPC_RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"};
 const rpc_error ERR_LEASE_NOT_FOUND = {RPC_NOT_FOUND, "etcdserver: requested lease not found"};
 const rpc_error ERR_LEASE_EXIST = {RPC_FAILED_PRECONDITION, "etcdserver: lease already exists"};
 const rpc_error ERR_LEASE_TTL_TOO_LARGE = {RPC_OUT_OF_RANGE, "etcdserver: too large lease TTL"};

@@ -15,6 +15,9 @@ extern const rpc_error ERR_DUPLICATE_KEY;
 extern const rpc_error ERR_COMPACTED;
 extern const rpc_error ERR_FUTURE_REV;
 extern const rpc_error ERR_NO_SPACE;
+/* The same text, for requests refused while a NOSPACE alarm is active (a
+ * deterministic answer, where ERR_NO_SPACE from the store is a disk full). */
+extern const rpc_error ERR_NO_SPACE_ALARM;
 extern const rpc_error ERR_LEASE_NOT_FOUND;
 extern const rpc_error ERR_LEASE_EXIST;
 extern const rpc_error ERR_LEASE_TTL_TOO_LARGE;

@@ -2,6 +2,7 @@
  * snapshot (they never wait for the writer); writes are validated here and
  * proposed to the pipeline, which replies once they are durable and
  * applied. */
+#include "alarms.h"
 #include "errors.h"
 #include "kv.h"
 #include "node.h"
@@ -46,6 +47,7 @@ static void propose(node *n, rpc_call *call, Synodpb__Request *req) { pipeline_p
 static void kv_put_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   const Etcdserverpb__PutRequest *r = (const Etcdserverpb__PutRequest *)m;
   const rpc_error *e = kv_check_put(r);
+  if (!e) e = alarms_quota_check(ctx, alarms_cost_put(r));
   if (e) return rpc_fail_with(call, e);
   Synodpb__Request req = SYNODPB__REQUEST__INIT;
   req.op_case = SYNODPB__REQUEST__OP_PUT;
@@ -91,6 +93,8 @@ static void kv_txn_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
     if (kv_txn_is_serializable(r) || node_local_reads_ok(n)) return readonly_txn_now(n, call, m);
     return reads_submit(n->reads, call, m, readonly_txn_now);
   }
+  e = alarms_quota_check(n, alarms_cost_txn(r));
+  if (e) return rpc_fail_with(call, e);
   Synodpb__Request req = SYNODPB__REQUEST__INIT;
   req.op_case = SYNODPB__REQUEST__OP_TXN;
   req.txn = (Etcdserverpb__TxnRequest *)r;

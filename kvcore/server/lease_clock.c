@@ -184,6 +184,18 @@ void lease_service_term_started(node *n, uint64_t term) {
   pthread_mutex_unlock(&svc->lead_mu);
 }
 
+void lease_service_reload(node *n) {
+  mvcc_txn *t;
+  int rc = mvcc_read_begin(n->store, &t);
+  if (rc == MVCC_OK) {
+    rc = lease_recover(n->lease->table, t);
+    mvcc_txn_end(t);
+  }
+  /* The table and the store must agree, or expiry would revoke what does
+   * not exist and keep what does: stop rather than diverge. */
+  if (rc) log_fatal("cannot load the leases from a snapshot's store (see the log)");
+}
+
 void lease_service_start(node *n) {
   lease_service *svc = n->lease;
   int e = pthread_create(&svc->thread, NULL, clock_main, svc);

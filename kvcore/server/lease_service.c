@@ -5,6 +5,7 @@
  * the leader (lease_forward.c). Responses are etcd's, including its
  * quirks: a keep-alive for an unknown lease answers TTL 0, time-to-live
  * answers TTL -1, and neither is an error. */
+#include "alarms.h"
 #include "errors.h"
 #include "lease_service.h"
 #include "pipeline.h"
@@ -34,6 +35,8 @@ static void lease_grant_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m
   node *n = ctx;
   Etcdserverpb__LeaseGrantRequest g = *(const Etcdserverpb__LeaseGrantRequest *)m;
   if (lease_grant_ttl(n->lease->table, g.ttl, &g.ttl) != LEASE_OK) return rpc_fail_with(call, &ERR_LEASE_TTL_TOO_LARGE);
+  const rpc_error *e = alarms_quota_check(n, ALARMS_LEASE_COST);
+  if (e) return rpc_fail_with(call, e);
   /* ID 0: the server chooses, before proposing, so every member applies
    * the same ID. Only positive IDs, as etcd. */
   while (g.id == 0) g.id = (int64_t)((atomic_fetch_add(&n->lease->next_id, 1) + 1) & INT64_MAX);

@@ -47,6 +47,10 @@ struct lease_service {
 
 int lease_service_open(node *n, char *err, size_t err_len);
 void lease_service_start(node *n);
+/* Apply thread: the store's contents were replaced (a snapshot from the
+ * leader); the table becomes the store's, untracked (this member is a
+ * follower: a leader never installs a snapshot). */
+void lease_service_reload(node *n);
 void lease_service_stop(node *n);
 void lease_service_free(node *n);
 

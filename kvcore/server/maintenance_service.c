@@ -1,5 +1,6 @@
 /* etcdserverpb.Maintenance: what `etcdctl endpoint status`, `endpoint
  * hashkv` and `alarm list` ask. */
+#include "alarms.h"
 #include "errors.h"
 #include "kv.h"
 #include "node.h"
@@ -51,11 +52,11 @@ static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   resp.raftterm = v.st.term;
   for (uint32_t i = 0; i < v.conf.n_learners; i++)
     if (v.conf.learners[i] == n->member_id) resp.islearner = true;
-  if (v.st.lead == 0) {
-    static char *no_leader[] = {"etcdserver: no leader"};
-    resp.errors = no_leader;
-    resp.n_errors = 1;
-  }
+  char **alarms;
+  size_t n_alarms = alarms_strings(n, a, &alarms);
+  resp.errors = arena_alloc(a, (n_alarms + 1) * sizeof *resp.errors);
+  if (v.st.lead == 0) resp.errors[resp.n_errors++] = (char *)"etcdserver: no leader";
+  for (size_t i = 0; i < n_alarms; i++) resp.errors[resp.n_errors++] = alarms[i];
   rpc_reply(call, &resp.base);
   arena_reset(a);
 }
@@ -96,17 +97,14 @@ static void hashkv_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   hash_common(ctx, call, ((const Etcdserverpb__HashKVRequest *)m)->revision, true);
 }
 
+/* Every action goes through the log, as etcd's (so a list is linearizable
+ * and every member agrees on what was raised or disarmed). */
 static void alarm_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   node *n = ctx;
-  const Etcdserverpb__AlarmRequest *r = (const Etcdserverpb__AlarmRequest *)m;
-  if (r->action != ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET)
-    return rpc_fail(call, RPC_UNIMPLEMENTED, "synod: raising and disarming alarms is not supported yet");
-  /* No alarm can be raised yet, so the list is empty. */
-  arena *a = node_thread_arena();
-  Etcdserverpb__AlarmResponse resp = ETCDSERVERPB__ALARM_RESPONSE__INIT;
-  resp.header = header_at(n, a, current_rev(n));
-  rpc_reply(call, &resp.base);
-  arena_reset(a);
+  Synodpb__Request req = SYNODPB__REQUEST__INIT;
+  req.op_case = SYNODPB__REQUEST__OP_ALARM;
+  req.alarm = (Etcdserverpb__AlarmRequest *)m;
+  pipeline_propose(n->pipe, call, &req);
 }
 
 /* MoveLeader: only the leader hands over, to a voter; the reply waits until
@@ -173,7 +171,7 @@ size_t maintenance_service_methods(node *n, rpc_method *out) {
       {"/etcdserverpb.Maintenance/Status", &etcdserverpb__status_request__descriptor, status_rpc, NULL, false, n},
       {"/etcdserverpb.Maintenance/Hash", &etcdserverpb__hash_request__descriptor, hash_rpc, NULL, false, n},
       {"/etcdserverpb.Maintenance/HashKV", &etcdserverpb__hash_kvrequest__descriptor, hashkv_rpc, NULL, false, n},
-      {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_request__descriptor, alarm_rpc, NULL, false, n},
+      {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_request__descriptor, alarm_rpc, NULL, true, n},
       {"/etcdserverpb.Maintenance/MoveLeader", &etcdserverpb__move_leader_request__descriptor, move_leader_rpc, NULL, true, n},
   };
   for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) out[i] = m[i];

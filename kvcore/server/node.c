@@ -3,6 +3,7 @@
  * changes, applied indexes, read points, leadership, outgoing messages). */
 #include "node.h"
 
+#include "alarms.h"
 #include "base.h"
 #include "concurrency.h"
 #include "lease_service.h"
@@ -10,7 +11,9 @@
 #include "raftnode.h"
 #include "reads.h"
 #include "services.h"
+#include "snapshot.h"
 #include "transport.h"
+#include "watch.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -44,6 +47,7 @@ const rpc_method *node_methods(node *n, size_t *count) {
   size_t k = 0;
   k += kv_service_methods(n, table + k);
   k += maintenance_service_methods(n, table + k);
+  k += snapshot_service_methods(n, table + k);
   k += cluster_service_methods(n, table + k);
   k += health_service_methods(n, table + k);
   k += watch_service_methods(n, table + k);
@@ -59,6 +63,7 @@ const rpc_method *node_peer_methods(node *n, size_t *count) {
   static rpc_method table[SERVICE_MAX];
   size_t k = 0;
   k += transport_methods(n->tr, table + k);
+  k += snapshot_methods(n, table + k);
   k += peer_service_methods(n, table + k);
   k += lease_peer_methods(n, table + k);
   *count = k;
@@ -117,6 +122,13 @@ void node_members_changed(node *n) {
   maybe_publish(n);
 }
 
+void node_store_replaced(node *n) {
+  node_members_changed(n);
+  alarms_reload(n);
+  if (n->watch) watch_hub_after_replace(n->watch);
+  if (n->lease) lease_service_reload(n);
+}
+
 void node_applied(node *n, uint64_t index) {
   if (n->cc) cc_applied(n->cc); /* grants hand-overs before anyone else is answered */
   if (n->reads) reads_applied(n->reads, index);
@@ -135,11 +147,10 @@ void node_leader_changed(node *n, uint64_t lead, uint64_t term) {
 
 void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot) {
   if (is_snapshot) {
-    /* Streaming the store to a follower far behind is not wired up yet:
-     * tell raft it failed so it keeps trying the normal way. */
-    log_warn("member %016" PRIx64 " needs a snapshot; snapshot transfer is not implemented yet", to);
-    raftnode_snapshot_sent(n->rn, to, false);
+    snapshot_send(n, to, msg, len); /* the store image travels on its own stream */
     return;
   }
   transport_send(n->tr, to, msg, len);
 }
+
+void node_flush(node *n) { transport_flush(n->tr); }

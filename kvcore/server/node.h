@@ -47,6 +47,12 @@ typedef struct node {
   /* Does a lease exist? (the lease service answers; NULL: none do) */
   bool (*lease_exists)(void *arg, int64_t id);
   void *lease_arg;
+  /* Snapshots (Raft's, for members that fell behind the log). */
+  _Atomic uint64_t snapshots_sent, snapshots_installed;
+  _Atomic bool snapshot_incoming; /* one transfer received at a time */
+  /* Alarms (alarms.c): the apply thread's copy of MVCC_AUX_ALARMS. */
+  struct alarm_state *alarm_state;
+  _Atomic bool nospace; /* a NOSPACE alarm is active: puts are refused */
 } node;
 
 /* Fills cluster_id, member_id and raft_term; the caller sets revision. */
@@ -62,10 +68,14 @@ const rpc_method *node_peer_methods(node *n, size_t *count);
 
 /* Called by the pipeline. */
 void node_members_changed(node *n);                 /* apply thread */
+/* The store's contents were replaced (a snapshot installed): membership,
+ * transport peers, watchers and leases catch up with it. Apply thread. */
+void node_store_replaced(node *n);
 void node_applied(node *n, uint64_t index);         /* apply thread */
 void node_read_ready(node *n, uint64_t ctx, uint64_t index);
 void node_leader_changed(node *n, uint64_t lead, uint64_t term);
 void node_send(node *n, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+void node_flush(node *n);
 
 /* True if reads may skip the ReadIndex round (sole voter and leader). */
 bool node_local_reads_ok(node *n);

@@ -51,8 +51,6 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 #define S(path, type) {path, &type##__descriptor, NULL, &pending_stream, false, (void *)path}
 
 static const rpc_method pending[] = {
-    U("/etcdserverpb.Maintenance/Defragment", etcdserverpb__defragment_request),
-    S("/etcdserverpb.Maintenance/Snapshot", etcdserverpb__snapshot_request),
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
     U("/etcdserverpb.Auth/AuthEnable", etcdserverpb__auth_enable_request),
     U("/etcdserverpb.Auth/AuthDisable", etcdserverpb__auth_disable_request),

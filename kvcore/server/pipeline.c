@@ -10,6 +10,7 @@
  * While the apply thread applies batch N, batch N+1 is being synced. */
 #include "pipeline.h"
 
+#include "alarms.h"
 #include "base.h"
 #include "errors.h"
 #include "kv.h"
@@ -17,6 +18,7 @@
 #include "membership.h"
 #include "raftnode.h"
 #include "services.h"
+#include "snapshot.h"
 #include "watch.h"
 
 #include <inttypes.h>
@@ -27,10 +29,17 @@
 
 enum { COMPACT_STEP = 1000, WAITER_BUCKETS = 4096 };
 
+/* What the apply thread works through, in order: committed entries, and
+ * the store replacements that must fall between them. */
+enum { WORK_ENTRIES, WORK_INSTALL, WORK_DEFRAG };
 typedef struct batch {
   struct batch *next;
-  raft_entry *ents; /* one block (raftnode's hand_committed) */
+  int kind;
+  raft_entry *ents; /* WORK_ENTRIES: one block (raftnode's hand_committed) */
   size_t n;
+  const char *path; /* WORK_INSTALL: the image */
+  int rc;           /* WORK_INSTALL, WORK_DEFRAG: the outcome, once done */
+  bool done;        /* the poster waits on work_cv for it (and frees it) */
 } batch;
 
 typedef struct waiter {
@@ -73,6 +82,7 @@ struct pipeline {
   _Atomic uint64_t committed, applied, applied_term;
   _Atomic uint64_t next_id;
   pthread_cond_t applied_cv; /* pipeline_wait_applied */
+  pthread_cond_t work_cv;    /* a store replacement is done */
 
   pthread_mutex_t wmu;
   waiter *waiters[WAITER_BUCKETS];
@@ -205,9 +215,19 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
   /* A compaction changes no key and the store refuses it inside a revision
    * bracket; so does a membership attribute update. */
   bool bracket = req->op_case != SYNODPB__REQUEST__OP_COMPACTION &&
-                 req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES;
+                 req->op_case != SYNODPB__REQUEST__OP_MEMBER_ATTRIBUTES && req->op_case != SYNODPB__REQUEST__OP_ALARM;
+  /* etcd's capped applier: with NOSPACE raised, nothing that adds data. */
+  bool capped = alarms_nospace(p->n) &&
+                (req->op_case == SYNODPB__REQUEST__OP_PUT || req->op_case == SYNODPB__REQUEST__OP_LEASE_GRANT ||
+                 (req->op_case == SYNODPB__REQUEST__OP_TXN && alarms_cost_txn(req->txn) > 0));
+  if (capped) {
+    err = &ERR_NO_SPACE_ALARM;
+    bracket = false;
+  }
   if (bracket) mvcc_rev_begin(w);
-  switch (req->op_case) {
+  switch (capped ? SYNODPB__REQUEST__OP__NOT_SET : req->op_case) {
+    case SYNODPB__REQUEST__OP__NOT_SET:
+      break;
     case SYNODPB__REQUEST__OP_PUT: {
       Etcdserverpb__PutResponse *r = NULL;
       err = kv_put(&x, w, req->put, &r);
@@ -234,6 +254,13 @@ static waiter *apply_request(pipeline *p, mvcc_txn *w, const raft_entry *e, bool
         p->compact_pending = true;
         if (req->compaction->physical) compact_rev = req->compaction->revision;
       }
+      break;
+    }
+    case SYNODPB__REQUEST__OP_ALARM: {
+      Etcdserverpb__AlarmResponse *r = NULL;
+      int rc = alarms_apply(p->n, w, req->alarm, p->mem, &r);
+      if (rc) fatal_store("recording an alarm", rc);
+      resp = &r->base, hdr = &r->header;
       break;
     }
     case SYNODPB__REQUEST__OP_LEASE_GRANT:
@@ -446,6 +473,68 @@ static void compact_step(pipeline *p) {
   finish_compaction_waiters(p, done, false);
 }
 
+/* Reads where the store now stands (applied index, membership) after its
+ * contents were replaced, and tells everyone who caches any of it. */
+static void after_replace(pipeline *p) {
+  mvcc_txn *t;
+  uint64_t applied = 0, term = 0;
+  member_list members = {0};
+  int rc = mvcc_read_begin(p->n->store, &t);
+  if (rc) fatal_store("reading the replaced store", rc);
+  mvcc_applied(t, &applied, &term);
+  p->compact_pending = mvcc_compact_done_rev(t) < mvcc_compact_rev(t);
+  rc = members_load(t, &members);
+  mvcc_txn_end(t);
+  if (rc) fatal_store("reading the replaced store's members", rc);
+  memset(&p->conf, 0, sizeof p->conf);
+  for (size_t i = 0; i < members.n; i++) {
+    if (members.v[i].is_learner) p->conf.learners[p->conf.n_learners++] = members.v[i].id;
+    else p->conf.voters[p->conf.n_voters++] = members.v[i].id;
+  }
+  member_list_free(&members);
+  pthread_mutex_lock(&p->mu);
+  atomic_store(&p->applied, applied);
+  atomic_store(&p->applied_term, term);
+  if (applied > atomic_load(&p->committed)) atomic_store(&p->committed, applied);
+  pthread_cond_broadcast(&p->applied_cv);
+  pthread_mutex_unlock(&p->mu);
+  raftnode_store_applied(p->rn, applied, term, &p->conf, mvcc_durable_index(p->n->store));
+  node_store_replaced(p->n);
+  node_applied(p->n, applied);
+}
+
+/* A snapshot from the leader: the store becomes the image, whose applied
+ * index is at or past the snapshot's; entries up to it are then skipped as
+ * already applied. A failure here cannot be undone (Raft has moved to the
+ * snapshot), so it stops the member; on restart the old store is whole and
+ * the leader sends the snapshot again. */
+static int install_image(pipeline *p, const char *path) {
+  if (p->n->watch) watch_hub_before_replace(p->n->watch);
+  int rc = mvcc_replace(p->n->store, path);
+  if (rc) fatal_store("installing a snapshot", rc);
+  after_replace(p);
+  atomic_fetch_add(&p->n->snapshots_installed, 1);
+  log_info("installed a snapshot from the leader: applied index %" PRIu64 ", term %" PRIu64,
+           atomic_load(&p->applied), atomic_load(&p->applied_term));
+  return 0;
+}
+
+/* Between batches: no write is in flight, and new ones wait. */
+static int defragment(pipeline *p) {
+  if (p->n->watch) watch_hub_before_replace(p->n->watch);
+  mvcc_stats before = {0}, after = {0};
+  mvcc_stats_get(p->n->store, &before);
+  int rc = mvcc_defragment(p->n->store);
+  if (p->n->watch) watch_hub_after_replace(p->n->watch);
+  if (rc == MVCC_OK) {
+    mvcc_stats_get(p->n->store, &after);
+    log_info("defragmented the store: %" PRId64 " -> %" PRId64 " bytes", before.db_size, after.db_size);
+  } else {
+    log_warn("defragmentation failed: %s", mvcc_strerror(rc));
+  }
+  return rc;
+}
+
 static void *apply_main(void *arg) {
   pipeline *p = arg;
   pthread_setname_np(pthread_self(), "synod-apply");
@@ -466,8 +555,15 @@ static void *apply_main(void *arg) {
     }
     bool stop = p->stopping && !b;
     pthread_mutex_unlock(&p->mu);
-    if (b) {
+    if (b && b->kind == WORK_ENTRIES) {
       apply_batch(p, b);
+    } else if (b) {
+      int rc = b->kind == WORK_INSTALL ? install_image(p, b->path) : defragment(p);
+      pthread_mutex_lock(&p->mu);
+      b->rc = rc;
+      b->done = true;
+      pthread_cond_broadcast(&p->work_cv);
+      pthread_mutex_unlock(&p->mu);
     } else if (stop) {
       break;
     } else if (p->compact_pending) {
@@ -481,19 +577,53 @@ static void *apply_main(void *arg) {
 
 /* ---------------------------------------------------------------- Raft callbacks */
 
+static void enqueue_locked(pipeline *p, batch *b) {
+  if (p->tail) p->tail->next = b; else p->head = b;
+  p->tail = b;
+  pthread_cond_signal(&p->cv);
+}
+
 static void on_committed(void *arg, raft_entry *ents, size_t n) {
   pipeline *p = arg;
-  batch *b = xmalloc(sizeof *b);
-  b->next = NULL;
+  batch *b = xcalloc(1, sizeof *b);
+  b->kind = WORK_ENTRIES;
   b->ents = ents;
   b->n = n;
   pthread_mutex_lock(&p->mu);
-  if (p->tail) p->tail->next = b; else p->head = b;
-  p->tail = b;
+  enqueue_locked(p, b);
   if (n && ents[n - 1].index > atomic_load(&p->committed)) atomic_store(&p->committed, ents[n - 1].index);
-  pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
 }
+
+/* Queues a store replacement behind everything already handed over, and
+ * waits for the apply thread to do it. */
+static int replace_in_order(pipeline *p, int kind, const char *path) {
+  batch *b = xcalloc(1, sizeof *b);
+  b->kind = kind;
+  b->path = path;
+  pthread_mutex_lock(&p->mu);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->mu);
+    free(b);
+    return MVCC_EIO;
+  }
+  enqueue_locked(p, b);
+  while (!b->done) pthread_cond_wait(&p->work_cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  int rc = b->rc;
+  free(b);
+  return rc;
+}
+
+static int on_install(void *arg, const char *path) { return replace_in_order(arg, WORK_INSTALL, path); }
+
+static void on_snapshot_done(void *arg, bool installed) {
+  (void)installed;
+  pipeline *p = arg;
+  snapshot_released(p->n);
+}
+
+int pipeline_defragment(pipeline *p) { return replace_in_order(p, WORK_DEFRAG, NULL); }
 
 static void on_read_ready(void *arg, uint64_t ctx, uint64_t index) {
   pipeline *p = arg;
@@ -509,6 +639,11 @@ static void on_leader_changed(void *arg, uint64_t lead, uint64_t term) {
 static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot) {
   pipeline *p = arg;
   node_send(p->n, to, msg, len, is_snapshot);
+}
+
+static void on_flush(void *arg) {
+  pipeline *p = arg;
+  node_flush(p->n);
 }
 
 /* ---------------------------------------------------------------- propose */
@@ -620,6 +755,7 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&p->cv, &ca);
   pthread_cond_init(&p->applied_cv, &ca);
+  pthread_cond_init(&p->work_cv, NULL);
   pthread_condattr_destroy(&ca);
   atomic_init(&p->next_id, id_prefix(n->member_id));
 
@@ -665,7 +801,7 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
       .applied_conf = p->conf,
       .bootstrap = bootstrap,
       .n_bootstrap = n_bootstrap,
-      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, p},
+      .cb = {on_committed, on_read_ready, on_leader_changed, on_send, on_install, on_snapshot_done, on_flush, p},
   };
   /* The apply thread must be running before Raft hands out entries. */
   pthread_create(&p->apply_thread, NULL, apply_main, p);
@@ -714,6 +850,7 @@ void pipeline_close(pipeline *p) {
   pthread_mutex_destroy(&p->wmu);
   pthread_cond_destroy(&p->cv);
   pthread_cond_destroy(&p->applied_cv);
+  pthread_cond_destroy(&p->work_cv);
   free(p);
 }
 

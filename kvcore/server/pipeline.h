@@ -50,6 +50,10 @@ void pipeline_submit(pipeline *p, const Synodpb__Request *req, int64_t deadline_
 typedef void (*pipeline_conf_done)(void *arg, bool applied);
 void pipeline_propose_conf_change(pipeline *p, const raft_conf_change *cc, pipeline_conf_done done, void *arg);
 
+/* Defragments the store on the apply thread, between batches (writes wait
+ * meanwhile), and waits for it. Returns an MVCC code. */
+int pipeline_defragment(pipeline *p);
+
 /* Stops both threads; waiting proposals fail with "server stopped". */
 void pipeline_close(pipeline *p);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
   IN_PROPOSE,
@@ -22,6 +23,7 @@ enum {
   IN_UNREACHABLE,
   IN_SNAP_SENT,
   IN_TRANSFER,
+  IN_STEP_SNAP, /* data: the message (a bytes), then the image's path */
 };
 
 typedef struct item {
@@ -35,7 +37,7 @@ typedef struct item {
 
 /* Applied positions the store reported, so compaction can pick an index
  * whose membership is known exactly. */
-enum { APPLIED_HISTORY = 64 };
+enum { APPLIED_HISTORY = 64, APPLIED_SPACING = 256 };
 typedef struct {
   uint64_t index, term;
   raft_conf_state conf;
@@ -64,6 +66,8 @@ struct raftnode {
   buf enc;
   uint64_t last_lead, last_term;
   int64_t request_timeout_ns;
+  char *image_path;     /* a received snapshot's image while Raft considers it */
+  uint64_t image_index; /* ... and its snapshot index */
   int64_t last_retry;
 
   pthread_mutex_t vmu;
@@ -108,6 +112,15 @@ void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc) {
 }
 
 void raftnode_step(raftnode *rn, const uint8_t *msg, size_t len) { post(rn, IN_STEP, 0, 0, msg, len); }
+void raftnode_step_snapshot(raftnode *rn, const uint8_t *msg, size_t len, const char *image_path) {
+  size_t plen = strlen(image_path) + 1;
+  uint8_t *data = xmalloc(len + plen);
+  memcpy(data, msg, len);
+  memcpy(data + len, image_path, plen);
+  post(rn, IN_STEP_SNAP, len, 0, data, len + plen);
+  free(data);
+}
+
 void raftnode_read_index(raftnode *rn, uint64_t ctx) { post(rn, IN_READ, ctx, 0, NULL, 0); }
 void raftnode_unreachable(raftnode *rn, uint64_t peer) { post(rn, IN_UNREACHABLE, peer, 0, NULL, 0); }
 void raftnode_snapshot_sent(raftnode *rn, uint64_t peer, bool ok) { post(rn, IN_SNAP_SENT, peer, ok, NULL, 0); }
@@ -116,6 +129,10 @@ void raftnode_transfer_leader(raftnode *rn, uint64_t to) { post(rn, IN_TRANSFER,
 void raftnode_store_applied(raftnode *rn, uint64_t index, uint64_t term, const raft_conf_state *conf,
                             uint64_t durable_index) {
   pthread_mutex_lock(&rn->mu);
+  /* Points at least APPLIED_SPACING apart, so that the history reaches back
+   * past the entries kept for followers however small the batches are
+   * (64 batches of a few entries each would never let the log compact). */
+  if (rn->n_hist >= 2 && index < rn->hist[rn->n_hist - 2].index + APPLIED_SPACING) rn->n_hist--;
   if (rn->n_hist == APPLIED_HISTORY) {
     memmove(rn->hist, rn->hist + 1, (APPLIED_HISTORY - 1) * sizeof *rn->hist);
     rn->n_hist--;
@@ -171,6 +188,7 @@ static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
     }
     rn->o.cb.send(rn->o.cb.arg, msgs[i].to, rn->enc.data, rn->enc.len, msgs[i].type == RAFT_MSG_SNAP);
   }
+  if (n && rn->o.cb.flush) rn->o.cb.flush(rn->o.cb.arg);
 }
 
 static void fatal(const char *what) {
@@ -202,8 +220,16 @@ static void handle_ready(raftnode *rn) {
   send_msgs(rn, rd.msgs, rd.n_msgs);
 
   if (rd.snapshot) {
-    /* The state itself arrives through the transport and the apply thread;
-     * here the log learns where it now starts. */
+    /* The state arrived through the transport as an image; the apply thread
+     * puts it in place after the entries before it, and only then does the
+     * log learn where it now starts. That order keeps a crash safe: a store
+     * ahead of the WAL continues from itself at restart (open_log), while
+     * a WAL marker past the store could never be filled. */
+    if (!rn->image_path || rn->image_index != rd.snapshot->index)
+      log_fatal("raft: a snapshot at index %" PRIu64 " without its image", rd.snapshot->index);
+    if (rn->o.cb.install(rn->o.cb.arg, rn->image_path) != 0) fatal("installing a snapshot");
+    free(rn->image_path);
+    rn->image_path = NULL;
     if (wal_append_snapshot(rn->w, (wal_snap){rd.snapshot->index, rd.snapshot->term}) < 0) fatal("WAL snapshot");
     if (raft_memstorage_apply_snapshot(rn->ms, rd.snapshot) != RAFT_OK) fatal("installing a snapshot in the log");
   }
@@ -310,6 +336,27 @@ static void process(raftnode *rn, item *it) {
         log_warn("raft: undecodable message (%zu bytes) from a peer", it->len);
       }
       break;
+    case IN_STEP_SNAP: {
+      const char *path = (const char *)it->data + it->a;
+      bool installed = false;
+      if (raft_msg_decode(it->data, it->a, &m, &rn->db) == RAFT_OK && m.type == RAFT_MSG_SNAP && m.snapshot) {
+        log_info("raft: snapshot at index %" PRIu64 " term %" PRIu64 " from %016" PRIx64, m.snapshot->index,
+                 m.snapshot->term, m.from);
+        rn->image_path = xstrdup(path);
+        rn->image_index = m.snapshot->index;
+        if (raft_step(rn->r, &m) == RAFT_ESTORAGE) fatal("stepping a message");
+        while (raft_has_ready(rn->r)) handle_ready(rn); /* installs it, if Raft takes it */
+        installed = rn->image_path == NULL;
+      }
+      if (!installed) {
+        log_info("raft: snapshot image %s not needed; discarded", path);
+        unlink(path);
+        free(rn->image_path);
+        rn->image_path = NULL;
+      }
+      if (rn->o.cb.snapshot_done) rn->o.cb.snapshot_done(rn->o.cb.arg, installed);
+      break;
+    }
     case IN_READ:
       put_be64(ctx, it->a);
       raft_read_index(rn->r, ctx, sizeof ctx);
@@ -515,6 +562,7 @@ void raftnode_stop(raftnode *rn) {
   pthread_mutex_unlock(&rn->mu);
   pthread_join(rn->thread, NULL);
   for (item *it = rn->retry_head, *next; it; it = next) next = it->next, free(it);
+  free(rn->image_path);
   raft_free(rn->r);
   raft_memstorage_free(rn->ms);
   wal_close(rn->w);

@@ -29,8 +29,17 @@ typedef struct {
   /* Leadership or term changed (lead 0: none known). */
   void (*leader_changed)(void *arg, uint64_t lead, uint64_t term);
   /* Messages to peers, each encoded with raft_msg_encode. Called on the loop
-   * thread; must not block. */
+   * thread; must not block. After a group of sends, flush: what was sent
+   * to one peer since the last flush may travel together. */
   void (*send)(void *arg, uint64_t to, const uint8_t *msg, size_t len, bool is_snapshot);
+  /* A snapshot from the leader is accepted: put the image at path in the
+   * store's place after every entry committed before it, and return once
+   * that is done (0) -- the log may only move on to the snapshot then. */
+  int (*install)(void *arg, const char *path);
+  /* The image handed to raftnode_step_snapshot was installed, or discarded
+   * (Raft did not need it); either way the next transfer may begin. */
+  void (*snapshot_done)(void *arg, bool installed);
+  void (*flush)(void *arg);
   void *arg;
 } raftnode_callbacks;
 
@@ -63,6 +72,11 @@ void raftnode_stop(raftnode *rn);
 void raftnode_propose(raftnode *rn, const uint8_t *data, size_t len, int64_t deadline);
 void raftnode_propose_conf_change(raftnode *rn, const raft_conf_change *cc);
 void raftnode_step(raftnode *rn, const uint8_t *msg, size_t len);
+/* A SNAP message whose store image was received, verified and synced at
+ * image_path (on the store's filesystem). If Raft takes the snapshot, the
+ * image is installed (cb.install) before the log moves to it; otherwise
+ * the file is removed. cb.snapshot_done follows either way. */
+void raftnode_step_snapshot(raftnode *rn, const uint8_t *msg, size_t len, const char *image_path);
 void raftnode_read_index(raftnode *rn, uint64_t ctx);
 void raftnode_unreachable(raftnode *rn, uint64_t peer);
 void raftnode_snapshot_sent(raftnode *rn, uint64_t peer, bool ok);

@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include "base.h"
+#include "alarms.h"
 #include "bootstrap.h"
 #include "compactor.h"
 #include "concurrency.h"
@@ -12,6 +13,7 @@
 #include "raftnode.h"
 #include "reads.h"
 #include "services.h"
+#include "snapshot.h"
 #include "transport.h"
 #include "watch.h"
 
@@ -140,6 +142,9 @@ int synod_main(int argc, char **argv, char **envp) {
   /* Leases load before anything can use them: the peer server's methods,
    * and the pipeline, whose replay applies lease entries. */
   if (lease_service_open(n, err, sizeof err) < 0) goto fail_store;
+  /* Before the peer server: a transfer may begin as soon as it listens. */
+  snapshot_cleanup(n);
+  alarms_reload(n);
 
   /* Peers first: Raft messages may arrive as soon as the others see us. */
   transport_options to = {.self_id = n->member_id, .cluster_id = n->cluster_id, .was_removed = was_removed,
@@ -169,6 +174,9 @@ int synod_main(int argc, char **argv, char **envp) {
   if (rc < 0) goto fail_peers;
   transport_set_raft(n->tr, n->rn);
   node_members_changed(n);
+  /* Reads wait for the store to reach their read point; what it already
+   * holds counts (a restart that replays nothing must still serve them). */
+  node_applied(n, pipeline_applied_index(n->pipe));
   lease_service_start(n);
 
   methods = node_methods(n, &n_methods);
@@ -206,6 +214,7 @@ int synod_main(int argc, char **argv, char **envp) {
   watch_hub_stop(n->watch); /* every Watch stream is closed by now */
   cc_table_free(n->cc);     /* every Lock, Campaign and Observe call too */
   n->cc = NULL;
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   exit_code = atomic_load(&n->removed) ? 1 : 0;
@@ -231,6 +240,7 @@ fail_store:
   fprintf(stderr, "synod: %s\n", err);
   lease_service_free(n);
   founding_log_free(&founding);
+  alarms_free(n);
   mvcc_close(n->store);
   rpc_global_shutdown();
   free_node(n);

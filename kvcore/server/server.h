@@ -6,5 +6,7 @@
 
 /* Runs a member until SIGINT or SIGTERM; returns the process exit code. */
 int synod_main(int argc, char **argv, char **envp);
+/* `synod snapshot <args>` (argv after "snapshot"): restore; see restore.c. */
+int synod_snapshot_main(int argc, char **argv);
 
 #endif

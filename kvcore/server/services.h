@@ -9,6 +9,8 @@ enum { SERVICE_MAX = 48 };
 
 size_t kv_service_methods(node *n, rpc_method *out);
 size_t maintenance_service_methods(node *n, rpc_method *out);
+/* Maintenance.Snapshot and Maintenance.Defragment. */
+size_t snapshot_service_methods(node *n, rpc_method *out);
 size_t cluster_service_methods(node *n, rpc_method *out);
 size_t health_service_methods(node *n, rpc_method *out);
 size_t lease_service_methods(node *n, rpc_method *out);

@@ -20,6 +20,10 @@ typedef struct peer {
   int64_t opened_at, retry_at;
   int backoff_ms;
   bool gone; /* removed from the member list; freed with the transport */
+  /* messages waiting for the next flush: lengths and bytes, back to back */
+  buf pending;
+  ProtobufCBinaryData *slots;
+  size_t n_pending, cap_slots;
 } peer;
 
 struct transport {
@@ -28,6 +32,8 @@ struct transport {
   pthread_mutex_t mu;
   peer *peers;
   bool told_removed;
+  /* counters, reported when the transport is freed */
+  uint64_t sent_msgs, sent_batches, dropped, received_msgs, received_batches;
 };
 
 transport *transport_new(const transport_options *o) {
@@ -45,6 +51,10 @@ void transport_set_raft(transport *t, struct raftnode *rn) {
 }
 
 void transport_free(transport *t) {
+  if (t->sent_msgs || t->received_msgs)
+    log_info("transport: sent %" PRIu64 " Raft messages in %" PRIu64 " batches (%" PRIu64 " dropped), received %" PRIu64
+             " in %" PRIu64 " batches",
+             t->sent_msgs, t->sent_batches, t->dropped, t->received_msgs, t->received_batches);
   /* Close channels outside the lock: closing waits for callbacks that lock. */
   pthread_mutex_lock(&t->mu);
   peer *list = t->peers;
@@ -54,6 +64,8 @@ void transport_free(transport *t) {
   for (peer *p = list, *next; p; p = next) {
     next = p->next;
     if (p->ch) rpc_channel_close(p->ch);
+    buf_free(&p->pending);
+    free(p->slots);
     free(p);
   }
   pthread_mutex_destroy(&t->mu);
@@ -89,10 +101,20 @@ void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len) {
   pthread_mutex_lock(&t->mu);
   peer *p = t->peers;
   while (p && (p->id != to || p->gone)) p = p->next;
-  if (!p) {
-    pthread_mutex_unlock(&t->mu);
-    return; /* unknown or removed member: dropped */
+  if (p) {
+    /* store the length, then the bytes: slots point into pending at flush */
+    uint8_t l[8];
+    put_le64(l, len);
+    buf_append(&p->pending, l, 8);
+    buf_append(&p->pending, msg, len);
+    p->n_pending++;
   }
+  pthread_mutex_unlock(&t->mu);
+  /* unknown or removed member: dropped */
+}
+
+/* Sends one peer's pending messages as one batch. With t->mu held. */
+static bool flush_peer_locked(transport *t, peer *p) {
   int64_t now = time_mono_ns();
   if (!p->s && now >= p->retry_at) {
     if (!p->ch) p->ch = rpc_channel_open(p->target, 1000);
@@ -101,22 +123,46 @@ void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len) {
     p->opened_at = now;
     p->s = rpc_client_stream_open(p->ch, "/synodpb.Peer/Raft", &h);
   }
+  if (p->n_pending > p->cap_slots) {
+    p->cap_slots = p->n_pending * 2;
+    p->slots = xrealloc(p->slots, p->cap_slots * sizeof *p->slots);
+  }
+  const uint8_t *q = p->pending.data;
+  for (size_t i = 0; i < p->n_pending; i++) {
+    size_t len = (size_t)get_le64(q);
+    p->slots[i] = (ProtobufCBinaryData){len, (uint8_t *)q + 8};
+    q += 8 + len;
+  }
   bool dropped = true;
   if (p->s && rpc_client_stream_queued(p->s) < t->o.max_queued_bytes) {
     Synodpb__RaftBatch b = SYNODPB__RAFT_BATCH__INIT;
-    ProtobufCBinaryData one = {len, (uint8_t *)msg};
     b.cluster_id = t->o.cluster_id;
     b.from = t->o.self_id;
-    b.to = to;
-    b.msgs = &one;
-    b.n_msgs = 1;
+    b.to = p->id;
+    b.msgs = p->slots;
+    b.n_msgs = p->n_pending;
     dropped = rpc_client_stream_send(p->s, &b.base) < 0;
   }
+  t->sent_msgs += p->n_pending;
+  t->sent_batches += !dropped;
+  t->dropped += dropped ? p->n_pending : 0;
+  p->pending.len = 0;
+  p->n_pending = 0;
+  return dropped;
+}
+
+void transport_flush(transport *t) {
+  uint64_t lost[RAFT_MAX_NODES];
+  size_t n_lost = 0;
+  pthread_mutex_lock(&t->mu);
+  for (peer *p = t->peers; p; p = p->next)
+    if (p->n_pending && flush_peer_locked(t, p) && n_lost < RAFT_MAX_NODES) lost[n_lost++] = p->id;
   struct raftnode *rn = t->rn;
   pthread_mutex_unlock(&t->mu);
-  /* A lost append makes raft probe the peer instead of pipelining into a
+  /* Lost appends make raft probe the peer instead of pipelining into a
    * void. (The loop owns raft: report through its mailbox.) */
-  if (dropped && rn) raftnode_unreachable(rn, to);
+  if (rn)
+    for (size_t i = 0; i < n_lost; i++) raftnode_unreachable(rn, lost[i]);
 }
 
 void transport_set_peers(transport *t, const member_list *members) {
@@ -182,6 +228,17 @@ void transport_call(transport *t, uint64_t to, const char *method, const Protobu
   rpc_call_unary(ch, method, req, resp_type, timeout_ms, done, arg);
 }
 
+rpc_client_stream *transport_open_stream(transport *t, uint64_t to, const char *method,
+                                         const rpc_client_stream_handler *h) {
+  pthread_mutex_lock(&t->mu);
+  peer *p = t->peers;
+  while (p && (p->id != to || p->gone)) p = p->next;
+  if (p && !p->ch) p->ch = rpc_channel_open(p->target, 1000);
+  rpc_channel *ch = p ? p->ch : NULL;
+  pthread_mutex_unlock(&t->mu);
+  return ch ? rpc_client_stream_open(ch, method, h) : NULL;
+}
+
 /* ---------------------------------------------------------------- inbound */
 
 typedef struct {
@@ -219,6 +276,10 @@ static void raft_message(void *state, rpc_stream *s, const ProtobufCMessage *msg
   struct raftnode *rn = t->rn;
   pthread_mutex_unlock(&t->mu);
   if (!rn) return;
+  pthread_mutex_lock(&t->mu);
+  t->received_batches++;
+  t->received_msgs += b->n_msgs;
+  pthread_mutex_unlock(&t->mu);
   for (size_t i = 0; i < b->n_msgs; i++) raftnode_step(rn, b->msgs[i].data, b->msgs[i].len);
 }
 

@@ -36,13 +36,21 @@ void transport_set_raft(transport *t, struct raftnode *rn);
 /* The peers to talk to: every member but this one, at its first peer URL.
  * Peers not in the list stay known unless they were removed. */
 void transport_set_peers(transport *t, const member_list *members);
-/* From the Raft loop; never blocks. */
+/* From the Raft loop; never blocks. Messages wait in the peer's batch until
+ * transport_flush, which sends each peer's batch as one gRPC message (a
+ * follower forwarding 50 proposals sends one message, not 50). */
 void transport_send(transport *t, uint64_t to, const uint8_t *msg, size_t len);
+void transport_flush(transport *t);
 
 /* A unary call to a peer over its channel (forwarding to the leader). done
  * runs on the client thread; RPC_UNAVAILABLE if the peer is unknown. */
 void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
                     const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg);
+
+/* A stream to a peer over its channel (a snapshot transfer); NULL if the
+ * peer is unknown or the call cannot start. */
+rpc_client_stream *transport_open_stream(transport *t, uint64_t to, const char *method,
+                                         const rpc_client_stream_handler *h);
 
 /* The Peer service's methods, for the peer-facing rpc server. */
 size_t transport_methods(transport *t, rpc_method *out);

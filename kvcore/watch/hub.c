@@ -531,6 +531,32 @@ void watch_hub_before_compaction(watch_hub *h) {
   pthread_mutex_unlock(&h->snap_mu);
 }
 
+void watch_hub_before_replace(watch_hub *h) {
+  /* The hub's own read snapshots would hold the replacement back forever;
+   * without them, what was not delivered is read from the new store. */
+  pthread_mutex_lock(&h->mu);
+  first_snapshot(h, INT64_MAX);
+  pthread_mutex_unlock(&h->mu);
+}
+
+void watch_hub_after_replace(watch_hub *h) {
+  mvcc_txn *t;
+  int64_t rev = 0;
+  if (mvcc_read_begin(h->opt.store, &t) == MVCC_OK) {
+    rev = mvcc_rev(t);
+    mvcc_txn_end(t);
+  }
+  pthread_mutex_lock(&h->mu);
+  /* Every live watcher catches up from the new store: the events it has
+   * not seen come from there, or it gets etcd's compacted response if the
+   * new store no longer has them (etcd's watchableStore.Restore). */
+  resync_all(h, atomic_load(&h->delivered));
+  if (rev > atomic_load(&h->notified)) atomic_store(&h->notified, rev);
+  if (rev > atomic_load(&h->delivered)) atomic_store(&h->delivered, rev);
+  pthread_mutex_unlock(&h->mu);
+  hub_wake(h);
+}
+
 int watch_hub_start(const watch_hub_options *opt, watch_hub **out) {
   if (!opt->store || opt->progress_notify_ms < 0 || opt->victim_timeout_ms < 0 || opt->chunk_revisions < 0 ||
       opt->sync_watchers < 0)

@@ -98,6 +98,15 @@ void watch_hub_notify(watch_hub *h, int64_t rev);
  * from them (only watchers already behind get etcd's compacted response). */
 void watch_hub_before_compaction(watch_hub *h);
 
+/* The apply thread, around a replacement of the store's contents (a
+ * snapshot installed from the leader, a defragmentation): before, the hub
+ * drops the read snapshots it keeps (they would hold the replacement back);
+ * after, every live watcher is caught up from the new store's history, or
+ * gets etcd's compacted response if that history no longer reaches back to
+ * what it has seen. */
+void watch_hub_before_replace(watch_hub *h);
+void watch_hub_after_replace(watch_hub *h);
+
 /* Stops the thread and frees the hub. Every stream must be closed. */
 void watch_hub_stop(watch_hub *h);
 

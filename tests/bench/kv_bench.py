@@ -102,25 +102,31 @@ def parse(out):
 class Server:
     def __init__(self, kind, workdir):
         self.kind = kind
+        self.workdir = workdir
         self.port, self.peer = free_port(), free_port()
         self.data = os.path.join(workdir, kind + ".data")
         binary = SYNOD if kind == "synod" else ETCD
         client = "http://127.0.0.1:%d" % self.port
         peer = "http://127.0.0.1:%d" % self.peer
-        args = [binary, "--data-dir", self.data, "--listen-client-urls", client,
-                "--advertise-client-urls", client, "--listen-peer-urls", peer,
-                "--initial-advertise-peer-urls", peer, "--initial-cluster", "default=" + peer,
-                "--log-level", "error"]
+        self.args = [binary, "--data-dir", self.data, "--listen-client-urls", client,
+                     "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                     "--initial-advertise-peer-urls", peer, "--initial-cluster", "default=" + peer,
+                     "--log-level", "error"]
+        self.restart()
+
+    def restart(self, wait=True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-        self.log = open(os.path.join(workdir, kind + ".log"), "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 30
+        self.log = open(os.path.join(self.workdir, self.kind + ".log"), "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if not wait:
+            return
+        deadline = time.time() + 600
         while time.time() < deadline:
             if subprocess.run(["etcdctl", "--endpoints", self.endpoint, "endpoint", "health"],
                               capture_output=True).returncode == 0:
                 return
-            time.sleep(0.1)
-        raise RuntimeError(kind + " did not start")
+            time.sleep(0.01)
+        raise RuntimeError(self.kind + " did not start")
 
     @property
     def endpoint(self):

@@ -199,10 +199,10 @@ def check_acked(testcase, cluster, acked):
     for m in cluster.members:
         if not m.alive():
             continue
-        ch = grpc.insecure_channel(m.endpoint)
+        ch = grpc.insecure_channel(m.endpoint, options=[("grpc.max_receive_message_length", 1 << 30)])
         try:
             r = rpc_pb2_grpc.KVStub(ch).Range(
-                rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0", serializable=True), timeout=30)
+                rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0", serializable=True, keys_only=True), timeout=30)
         finally:
             ch.close()
         have = {kv.key: kv for kv in r.kvs}

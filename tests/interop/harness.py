@@ -93,6 +93,8 @@ class Member:
                 del env[k]
         if self.env:
             env.update(self.env)
+        if getattr(self, "log", None):
+            self.log.close()  # a restart after the process exited by itself
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args(), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env)

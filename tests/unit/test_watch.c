@@ -2,6 +2,9 @@
  * behaviours one at a time on a real store, driven by hand (manual hub):
  * live delivery, chunked grouped catch-up, victims and their recovery,
  * compaction, time limits, progress, the snapshot taken before compaction. */
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "base.h"
 #include "mvcc_testutil.h"
 #include "testing.h"
@@ -411,6 +414,80 @@ static void test_fragments(void) {
   tsink_free(&t);
 }
 
+/* ---------------------------------------------------------------- replaced store */
+
+/* The store's image, with more changes made to it elsewhere (what a
+ * snapshot from the leader would hold), in a file next to the store.
+ * compact_at_end: the other member compacted past those changes. */
+static void make_newer_image(const char *path, int changes, bool compact_at_end) {
+  char *other = tmpdir_new(), data[4200];
+  snprintf(data, sizeof data, "%s/data.mdb", other);
+  int fd = open(data, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || mvcc_image_write(store, fd, NULL) != MVCC_OK) abort();
+  close(fd);
+  mvcc_store *b = topen_dir(other);
+  for (int i = 0; i < changes; i++) tput(b, "r", "newer", 0);
+  if (compact_at_end) {
+    tput(b, "other", "x", 0);
+    mvcc_txn *w;
+    if (mvcc_write_begin(b, &w) != MVCC_OK) abort();
+    mvcc_compact(w, trev(b));
+    mvcc_write_commit(w);
+  }
+  fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || mvcc_image_write(b, fd, NULL) != MVCC_OK) abort();
+  close(fd);
+  mvcc_close(b);
+  tmpdir_remove(other);
+}
+
+static void replace_store(watch_hub *h, const char *img) {
+  watch_hub_before_replace(h);
+  CHECK_INT(mvcc_replace(store, img), ==, MVCC_OK);
+  watch_hub_after_replace(h);
+}
+
+static void test_store_replaced(void) {
+  watch_hub *h = hub_with(0, 0);
+  tsink t = {0};
+  watch_stream *s = watch_stream_open(h, &tsink_ops, &t);
+  treq_create(s, "r", NULL, 0, 1, 0);
+  watch_hub_poll(h);
+  int64_t r1 = put_notify(h, "r", "1");
+  watch_hub_poll(h);
+  /* Undelivered history and the snapshot the hub keeps for a compaction:
+   * it must not hold the replacement back, and nothing is lost. */
+  int64_t r2 = put_notify(h, "r", "2");
+  watch_hub_before_compaction(h);
+  char img[4200];
+  snprintf(img, sizeof img, "%s/incoming.img", dir);
+  make_newer_image(img, 2, false);
+  replace_store(h, img);
+  watch_hub_poll(h);
+  watch_hub_poll(h);
+  char want[128];
+  snprintf(want, sizeof want, "r@%lld r@%lld r@%lld r@%lld", (long long)r1, (long long)r2, (long long)r2 + 1,
+           (long long)r2 + 2);
+  CHECK_STR(events_of(&t, 1), want);
+  /* Live again on the new store. */
+  int64_t r5 = put_notify(h, "r", "5");
+  watch_hub_poll(h);
+  snprintf(want + strlen(want), sizeof want - strlen(want), " r@%lld", (long long)r5);
+  CHECK_STR(events_of(&t, 1), want);
+  /* The new store no longer has what the watcher has not seen: etcd's
+   * compacted response. */
+  size_t before = t.n;
+  make_newer_image(img, 2, true);
+  replace_store(h, img);
+  watch_hub_poll(h);
+  REQUIRE(t.n == before + 1);
+  CHECK(t.r[before]->canceled);
+  CHECK_INT(t.r[before]->compact_revision, ==, trev(store));
+  watch_stream_close(s);
+  watch_hub_stop(h);
+  tsink_free(&t);
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   store = topen(&dir);
@@ -422,6 +499,7 @@ int main(void) {
   RUN(test_stuck_victims_cancelled_and_hard_limit);
   RUN(test_progress);
   RUN(test_fragments);
+  RUN(test_store_replaced);
   mvcc_close(store);
   tmpdir_remove(dir);
   return testing_done();
