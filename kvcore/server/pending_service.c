@@ -19,19 +19,6 @@ static void pending_unary(void *ctx, rpc_call *call, const ProtobufCMessage *m) 
   rpc_fail(call, RPC_UNIMPLEMENTED, msg);
 }
 
-static void *pending_open(void *ctx, rpc_stream *s) {
-  char msg[256];
-  not_yet(ctx, msg, sizeof msg);
-  rpc_stream_finish(s, RPC_UNIMPLEMENTED, msg);
-  return NULL;
-}
-static void pending_message(void *state, rpc_stream *s, const ProtobufCMessage *m) {
-  (void)state, (void)s, (void)m;
-}
-static void pending_closed(void *state, rpc_stream *s) { (void)state, (void)s; }
-static const rpc_stream_handler pending_stream = {
-    .open = pending_open, .message = pending_message, .closed = pending_closed};
-
 static void auth_status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   (void)m;
   Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -48,7 +35,6 @@ static void authenticate_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *
 }
 
 #define U(path, type) {path, &type##__descriptor, pending_unary, NULL, false, (void *)path}
-#define S(path, type) {path, &type##__descriptor, NULL, &pending_stream, false, (void *)path}
 
 static const rpc_method pending[] = {
     U("/etcdserverpb.Maintenance/Downgrade", etcdserverpb__downgrade_request),
