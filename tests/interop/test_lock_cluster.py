@@ -32,6 +32,7 @@ from harness import ETCDCTL, TARGET, rpc_pb2, rpc_pb2_grpc
 
 LOCK = b"chaos-lock"
 COUNTER = b"chaos-counter"
+SLEEPER_DATA = b"chaos-sleeper-data"
 
 
 def grant(ch, ttl):
@@ -67,7 +68,6 @@ class Contenders:
         self.errors = 0
         self.unknown = 0  # fenced writes whose outcome the client never learned
         self.sleeper_lost = 0  # fenced writes refused to a holder whose lease expired
-        self.sleeper_ok = 0
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(n)]
         self.threads.append(threading.Thread(target=self.sleeper, daemon=True))
 
@@ -128,11 +128,14 @@ class Contenders:
             ch.close()
 
     def sleeper(self):
-        """A holder that stalls past its lease (TTL 3 s, never kept alive)
-        inside the critical section, then writes through its fence: the
-        lock has moved on, so the write must be refused. It is left out of
-        the in-process overlap detector: it has lost the lock, and only the
-        fence stands between it and the data."""
+        """A holder that stalls inside the critical section longer than its
+        lease (TTL 3 s, never kept alive), then writes through its fence.
+        Once the lease is gone its key went with it, in the same revision,
+        so the write must be refused. (A leader change extends every lease
+        by its TTL, as in etcd, so after the stall the lease may still be
+        alive: then the holder still owns the lock and its write is fine.)
+        It is left out of the in-process overlap detector and writes a key
+        of its own: only the fence stands between it and the data."""
         k = 0
         while not self.stop_ev.is_set():
             live = self.live()
@@ -149,16 +152,17 @@ class Contenders:
                 if not mine:
                     continue
                 token = mine[0].create_revision  # the fencing token
-                time.sleep(5)  # stalled past its lease
+                time.sleep(7)  # stalled past its lease
+                ttl = rpc_pb2_grpc.LeaseStub(ch).LeaseTimeToLive(
+                    rpc_pb2.LeaseTimeToLiveRequest(ID=lid), timeout=3).TTL
                 t = kv.Txn(rpc_pb2.TxnRequest(
                     compare=[cmp_create(r.key, token)],
-                    success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=COUNTER, value=b"stale"))]),
+                    success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=SLEEPER_DATA, value=r.key))]),
                     timeout=3)
                 with self.mu:
-                    if t.succeeded:
-                        self.sleeper_ok += 1
-                        self.violations.append(("stale holder wrote", r.key))
-                    else:
+                    if ttl == -1 and t.succeeded:
+                        self.violations.append(("holder wrote after its lease was gone", r.key))
+                    elif not t.succeeded:
                         self.sleeper_lost += 1
             except grpc.RpcError:
                 pass
