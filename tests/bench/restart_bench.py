@@ -26,23 +26,19 @@ from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
 def ready_after(endpoint, t0, timeout=600):
     """Seconds from t0 until a linearizable read succeeds, polled every 5 ms
-    with one gRPC channel (spawning etcdctl would cost more than it measures)."""
-    # Without these, gRPC backs off for seconds after the first refused
-    # connection and the measurement would be its back-off.
-    ch = grpc.insecure_channel(endpoint, options=[("grpc.initial_reconnect_backoff_ms", 5),
-                                                  ("grpc.min_reconnect_backoff_ms", 5),
-                                                  ("grpc.max_reconnect_backoff_ms", 20)])
-    kv = rpc_pb2_grpc.KVStub(ch)
+    (spawning etcdctl would cost more than it measures). A new channel per
+    attempt: a channel whose first connections were refused can stay in
+    back-off long after the server is up."""
     deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            try:
-                kv.Range(rpc_pb2.RangeRequest(key=b"x"), timeout=1)
-                return time.time() - t0
-            except grpc.RpcError:
-                time.sleep(0.005)
-    finally:
-        ch.close()
+    while time.time() < deadline:
+        ch = grpc.insecure_channel(endpoint)
+        try:
+            rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"x"), timeout=1)
+            return time.time() - t0
+        except grpc.RpcError:
+            time.sleep(0.005)
+        finally:
+            ch.close()
     raise RuntimeError("not ready after restart")
 
 
