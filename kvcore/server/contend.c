@@ -120,6 +120,17 @@ static void finish(contender *c) {
   else rpc_fail_with(c->call, c->lost_err);
 }
 
+/* The end of a decided call: answered, or, if it was cancelled meanwhile
+ * (nobody will learn of a grant), its key withdrawn. */
+static void conclude(contender *c, bool cancelled) {
+  if (cancelled) {
+    withdraw(c);
+    rpc_fail_with(c->call, &ERR_CANCELED);
+  } else {
+    finish(c);
+  }
+}
+
 static void decided(cc_waiter *w, cc_outcome o, int64_t rev) {
   contender *c = w->arg;
   pthread_mutex_lock(&mu);
@@ -133,14 +144,7 @@ static void decided(cc_waiter *w, cc_outcome o, int64_t rev) {
   c->state = ST_DONE;
   bool cancelled = c->cancelled;
   pthread_mutex_unlock(&mu);
-  if (cancelled) {
-    /* Cancelled while the decision was on its way: nobody will learn of
-     * the grant, so the key goes. */
-    withdraw(c);
-    rpc_fail_with(c->call, &ERR_CANCELED);
-    return;
-  }
-  finish(c);
+  conclude(c, cancelled);
 }
 
 /* The key exists with create_rev: wait for it to own. Apply thread. */
@@ -149,8 +153,7 @@ static void wait_for_ownership(contender *c) {
   if (c->cancelled) {
     c->state = ST_DONE;
     pthread_mutex_unlock(&mu);
-    withdraw(c);
-    rpc_fail_with(c->call, &ERR_CANCELED);
+    conclude(c, true);
     return;
   }
   c->state = ST_REGISTERING;
@@ -163,12 +166,7 @@ static void wait_for_ownership(contender *c) {
     c->state = ST_DONE;
     bool cancelled = c->cancelled;
     pthread_mutex_unlock(&mu);
-    if (cancelled) {
-      withdraw(c);
-      rpc_fail_with(c->call, &ERR_CANCELED);
-    } else {
-      finish(c);
-    }
+    conclude(c, cancelled);
     return;
   }
   c->state = ST_WAITING;
@@ -218,36 +216,51 @@ static void proclaimed(void *arg, const rpc_error *err, const ProtobufCMessage *
   wait_for_ownership(c);
 }
 
+/* Proposes Txn{if CreateRevision(key) == create_rev then Put(key, value,
+ * lease) else Get(key)} for the contender; `done` gets the TxnResponse.
+ * Both steps of acquiring are this: create the key if it does not exist
+ * (create_rev 0), and rewrite the value of the key it already has. */
+static void submit_guarded_put(contender *c, int64_t create_rev, bool with_value, pipeline_done_fn done) {
+  Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+  cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+  cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+  cmp.key = (ProtobufCBinaryData){c->key_len, c->key};
+  cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+  cmp.create_revision = create_rev;
+  Etcdserverpb__Compare *cmps[] = {&cmp};
+  Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+  put.key = cmp.key;
+  if (with_value) put.value = c->value;
+  put.lease = c->lease;
+  Etcdserverpb__RangeRequest get = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  get.key = cmp.key;
+  Etcdserverpb__RequestOp then = ETCDSERVERPB__REQUEST_OP__INIT;
+  then.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+  then.request_put = &put;
+  Etcdserverpb__RequestOp els = ETCDSERVERPB__REQUEST_OP__INIT;
+  els.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+  els.request_range = &get;
+  Etcdserverpb__RequestOp *succ[] = {&then}, *fail[] = {&els};
+  Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
+  txn.n_compare = 1;
+  txn.compare = cmps;
+  txn.n_success = 1;
+  txn.success = succ;
+  txn.n_failure = 1;
+  txn.failure = fail;
+  Synodpb__Request req = SYNODPB__REQUEST__INIT;
+  req.op_case = SYNODPB__REQUEST__OP_TXN;
+  req.txn = &txn;
+  pipeline_submit(c->n->pipe, &req, c->deadline, done, c);
+}
+
 /* Campaign again with another value: etcd's Proclaim of the candidate's
  * own key (guarded by its create revision, whether it leads or not). */
 static void submit_value_update(contender *c) {
   pthread_mutex_lock(&mu);
   c->state = ST_PROCLAIMING;
   pthread_mutex_unlock(&mu);
-  Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-  cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-  cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-  cmp.key = (ProtobufCBinaryData){c->key_len, c->key};
-  cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-  cmp.create_revision = c->create_rev;
-  Etcdserverpb__Compare *cmps[] = {&cmp};
-  Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-  put.key = cmp.key;
-  put.value = c->value;
-  put.lease = c->lease;
-  Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
-  op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-  op.request_put = &put;
-  Etcdserverpb__RequestOp *ops[] = {&op};
-  Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
-  txn.n_compare = 1;
-  txn.compare = cmps;
-  txn.n_success = 1;
-  txn.success = ops;
-  Synodpb__Request req = SYNODPB__REQUEST__INIT;
-  req.op_case = SYNODPB__REQUEST__OP_TXN;
-  req.txn = &txn;
-  pipeline_submit(c->n->pipe, &req, c->deadline, proclaimed, c);
+  submit_guarded_put(c, c->create_rev, true, proclaimed);
 }
 
 static void acquired(void *arg, const rpc_error *err, const ProtobufCMessage *resp) {
@@ -297,37 +310,7 @@ static void submit_acquire(contender *c) {
   pthread_mutex_lock(&mu);
   c->state = ST_ACQUIRING;
   pthread_mutex_unlock(&mu);
-  Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-  cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-  cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-  cmp.key = (ProtobufCBinaryData){c->key_len, c->key};
-  cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-  cmp.create_revision = 0;
-  Etcdserverpb__Compare *cmps[] = {&cmp};
-  Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-  put.key = cmp.key;
-  if (c->campaign) put.value = c->value;
-  put.lease = c->lease;
-  Etcdserverpb__RangeRequest get = ETCDSERVERPB__RANGE_REQUEST__INIT;
-  get.key = cmp.key;
-  Etcdserverpb__RequestOp then = ETCDSERVERPB__REQUEST_OP__INIT;
-  then.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-  then.request_put = &put;
-  Etcdserverpb__RequestOp els = ETCDSERVERPB__REQUEST_OP__INIT;
-  els.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-  els.request_range = &get;
-  Etcdserverpb__RequestOp *succ[] = {&then}, *fail[] = {&els};
-  Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
-  txn.n_compare = 1;
-  txn.compare = cmps;
-  txn.n_success = 1;
-  txn.success = succ;
-  txn.n_failure = 1;
-  txn.failure = fail;
-  Synodpb__Request req = SYNODPB__REQUEST__INIT;
-  req.op_case = SYNODPB__REQUEST__OP_TXN;
-  req.txn = &txn;
-  pipeline_submit(c->n->pipe, &req, c->deadline, acquired, c);
+  submit_guarded_put(c, 0, c->campaign, acquired);
 }
 
 static void submit_lease(contender *c);

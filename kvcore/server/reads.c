@@ -8,8 +8,9 @@
  * reads run against a snapshot on this thread. A member that is the only
  * voter needs no round: its callers read directly.
  *
- * A ReadIndex answer can be lost (the leader changed): a batch that waits
- * longer than an election timeout is asked again under a new context; reads
+ * A ReadIndex answer can be lost (the leader changed, or there was none
+ * yet): a batch is asked again under a new context once a different leader
+ * is known, and after waiting an election timeout in any case; reads
  * give up at the request timeout with "etcdserver: no leader" (no leader
  * known) or "etcdserver: request timed out". */
 #include "reads.h"
@@ -37,6 +38,7 @@ typedef struct read_batch {
   uint64_t ctx;
   uint64_t index; /* 0 until the read point is known */
   int64_t asked_at;
+  uint64_t asked_lead; /* the leader known when it asked (0: none) */
   read_req *reqs;
 } read_batch;
 
@@ -109,6 +111,7 @@ static void *reads_main(void *arg) {
       read_batch *b = xcalloc(1, sizeof *b);
       b->ctx = ++r->next_ctx;
       b->asked_at = now;
+      b->asked_lead = raftnode_lead(r->n->rn);
       b->reqs = r->pending;
       r->pending = NULL;
       r->pending_tail = &r->pending;
@@ -149,9 +152,14 @@ static void *reads_main(void *arg) {
         free(b);
         continue;
       }
-      if (!b->index && now - b->asked_at > retry_ns) {
+      /* Asked again after an election timeout, or as soon as a leader
+       * other than the one it asked under is known: a request made with
+       * no leader (a member just restarted) went nowhere. */
+      uint64_t lead = raftnode_lead(r->n->rn);
+      if (!b->index && (now - b->asked_at > retry_ns || (lead && lead != b->asked_lead))) {
         b->ctx = ++r->next_ctx;
         b->asked_at = now;
+        b->asked_lead = lead;
         uint64_t ctx = b->ctx;
         pthread_mutex_unlock(&r->mu);
         raftnode_read_index(r->n->rn, ctx);

@@ -80,9 +80,13 @@ static void stream_closed(void *arg, rpc_code code, const char *message) {
   pthread_mutex_lock(&t->mu);
   p->s = NULL;
   int64_t now = time_mono_ns();
-  /* A stream that lived a while was healthy: start backing off afresh. */
+  /* A stream that lived a while was healthy: start backing off afresh.
+   * The cap is short (etcd's peer streams redial every 100 ms): a member
+   * that restarts hears from the leader, and can serve linearizable
+   * reads, within a fifth of a second of listening again; a dead peer
+   * costs five refused connects a second. */
   if (now - p->opened_at > 1000000000LL) p->backoff_ms = 0;
-  p->backoff_ms = p->backoff_ms ? (p->backoff_ms * 2 > 1000 ? 1000 : p->backoff_ms * 2) : 50;
+  p->backoff_ms = p->backoff_ms ? (p->backoff_ms * 2 > 200 ? 200 : p->backoff_ms * 2) : 50;
   p->retry_at = now + (int64_t)p->backoff_ms * 1000000;
   struct raftnode *rn = t->rn;
   bool removed = code == RPC_FAILED_PRECONDITION && strstr(message, "permanently removed");

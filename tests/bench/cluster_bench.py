@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kv_bench import BENCH, ETCD, ROOT, SYNOD, cpu_seconds, free_port, parse  # noqa: E402
+from restart_bench import ready_after  # noqa: E402
 
 
 class Cluster:
@@ -51,7 +52,7 @@ class Cluster:
         args = [binary, "--name", self.names[i], "--data-dir", os.path.join(self.workdir, self.names[i]),
                 "--listen-client-urls", "http://127.0.0.1:%d" % c, "--advertise-client-urls", "http://127.0.0.1:%d" % c,
                 "--listen-peer-urls", "http://127.0.0.1:%d" % p, "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % p,
-                "--initial-cluster", self.initial, "--initial-cluster-state", state, "--log-level", "error"]
+                "--initial-cluster", self.initial, "--initial-cluster-state", state, "--log-level", os.environ.get("BENCH_LOG_LEVEL", "error")]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         log = open(os.path.join(self.workdir, "%s-%s.log" % (self.kind, self.names[i])), "ab")
         self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -144,8 +145,7 @@ def restart_time(c, keys):
     c.procs[i].wait()
     t0 = time.time()
     c.start_member(i)
-    c.wait_ready(i, timeout=600)
-    took = time.time() - t0
+    took = ready_after(c.endpoint(i), t0)
     sys.stderr.write("  %-6s restart with %d keys: %.2f s\n" % (c.kind, keys, took))
     return {"keys": keys, "seconds": took}
 
