@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Replicated clusters on loopback, driven with etcdctl and raw gRPC:
-replication and reads on every member, kill -9 of the leader under
+replication and reads on every member (also right after a restart), kill -9 of the leader under
 concurrent writers, paused members, membership changes (learner, promote,
 remove the leader), leadership moves, and quorum loss. After each: every
 acknowledged write is on every member and all members report the same
@@ -209,6 +209,36 @@ class Quorum(ClusterTest):
         r = kv.Range(rpc_pb2.RangeRequest(key=b"k", serializable=True), timeout=10)
         self.assertEqual(r.kvs[0].value, b"still")
         ch.close()
+
+
+class SlowElections(ClusterTest):
+    """With a long election timeout, a retry that waits for it shows."""
+    extra = ["--election-timeout", "5000"]
+
+    def test_restarted_member_reads_as_soon_as_it_knows_the_leader(self):
+        etcdctl(self.c.members[0], "put", "k", "before-restart")
+        f = self.c.followers()[0]
+        f.stop()
+        f.start(wait=False)
+        t0 = time.time()
+        # Poll like a client that dials the restarted member at once: its
+        # first linearizable reads arrive before it has heard from the
+        # leader, and must be answered once it has, not after an election
+        # timeout (5 s here) when an unanswered ReadIndex is asked again.
+        while True:
+            self.assertLess(time.time() - t0, 30, "no read answered")
+            ch = grpc.insecure_channel(f.endpoint)
+            try:
+                r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=10)
+                break
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                time.sleep(0.02)
+            finally:
+                ch.close()
+        took = time.time() - t0
+        self.assertEqual(r.kvs[0].value, b"before-restart")
+        self.assertLess(took, 2.5, "the first read waited %.2f s" % took)
 
 
 if __name__ == "__main__":
