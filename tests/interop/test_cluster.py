@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Replicated clusters on loopback, driven with etcdctl and raw gRPC:
-replication and reads on every member (also right after a restart), kill -9 of the leader under
-concurrent writers, paused members, membership changes (learner, promote,
-remove the leader), leadership moves, and quorum loss. After each: every
-acknowledged write is on every member and all members report the same
-HashKV at the same revision."""
+replication and reads on every member (also right after a restart), kill -9
+of the leader under concurrent writers, paused members, membership changes
+(learner, promote, remove the leader), leadership moves, and quorum loss.
+After each: every acknowledged write is on every member and all members
+report the same HashKV at the same revision."""
 
 import json
 import os
