@@ -41,11 +41,7 @@ static Etcdserverpb__ResponseHeader *header(node *n, arena *a) {
   Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof *h);
   etcdserverpb__response_header__init(h);
   node_fill_header(n, h);
-  mvcc_txn *t;
-  if (mvcc_read_begin(n->store, &t) == MVCC_OK) {
-    h->revision = mvcc_rev(t);
-    mvcc_txn_end(t);
-  }
+  h->revision = node_current_rev(n);
   return h;
 }
 

@@ -22,16 +22,6 @@ struct compactor {
   bool stop;
 };
 
-static int64_t current_rev(node *n) {
-  mvcc_txn *t;
-  int64_t rev = 0;
-  if (mvcc_read_begin(n->store, &t) == MVCC_OK) {
-    rev = mvcc_rev(t);
-    mvcc_txn_end(t);
-  }
-  return rev;
-}
-
 /* Sleeps up to ms; returns false when asked to stop. */
 static bool nap(compactor *c, int64_t ms) {
   struct timespec ts;
@@ -68,7 +58,7 @@ static void run_periodic(compactor *c) {
   for (;;) {
     /* revs[0] is always the revision from `period` ago */
     if (n == keep) memmove(revs, revs + 1, (--n) * sizeof *revs);
-    revs[n++] = current_rev(c->n);
+    revs[n++] = node_current_rev(c->n);
     if (!nap(c, retry)) break;
     if (time_mono_ms() - last < base) continue;
     base = interval;
@@ -82,7 +72,7 @@ static void run_periodic(compactor *c) {
 static void run_revision(compactor *c) {
   int64_t prev = 0;
   while (nap(c, 5 * 60 * 1000)) {
-    int64_t rev = current_rev(c->n) - c->n->cfg.auto_compaction_retention;
+    int64_t rev = node_current_rev(c->n) - c->n->cfg.auto_compaction_retention;
     if (rev <= 0 || rev == prev) continue;
     compact_to(c->n, rev, "revision");
     prev = rev;

@@ -360,11 +360,7 @@ static void on_cancel(void *arg) {
 
 void contender_start(contender *c) {
   c->deadline = rpc_call_deadline(c->call);
-  mvcc_txn *t;
-  if (mvcc_read_begin(c->n->store, &t) == MVCC_OK) {
-    c->start_rev = mvcc_rev(t);
-    mvcc_txn_end(t);
-  }
+  c->start_rev = node_current_rev(c->n);
   size_t hl;
   const uint8_t *h = rpc_call_metadata(c->call, "hasleader", &hl);
   if (h && hl == 4 && memcmp(h, "true", 4) == 0 && (!c->n->rn || raftnode_lead(c->n->rn) == 0)) {

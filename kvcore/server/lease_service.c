@@ -19,14 +19,6 @@
  * response is ~40 bytes, so this is ~25,000 unread answers. */
 #define KEEPALIVE_QUEUE_LIMIT (1u << 20)
 
-static int64_t current_rev(node *n) {
-  mvcc_txn *t;
-  if (mvcc_read_begin(n->store, &t) != MVCC_OK) return 0;
-  int64_t rev = mvcc_rev(t);
-  mvcc_txn_end(t);
-  return rev;
-}
-
 static void propose(node *n, rpc_call *call, Synodpb__Request *req) { pipeline_propose(n->pipe, call, req); }
 
 /* ---------------------------------------------------------------- grant, revoke */
@@ -101,7 +93,7 @@ static void keepalive_message(void *state, rpc_stream *s, const ProtobufCMessage
     rpc_stream_finish(s, RPC_RESOURCE_EXHAUSTED, "synod: keep-alive responses are not being read by the client");
     return;
   }
-  int64_t rev = current_rev(n);
+  int64_t rev = node_current_rev(n);
   int64_t ttl = 0;
   int rc = lease_renew(svc->table, id, time_mono_ns(), &ttl);
   if (rc == LEASE_ENOTPRIMARY) {
@@ -211,7 +203,7 @@ static void lease_ttl_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) 
 static void lease_leases_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   (void)m;
   node *n = ctx;
-  int64_t rev = current_rev(n);
+  int64_t rev = node_current_rev(n);
   size_t count;
   int64_t *ids = lease_list(n->lease->table, &count);
   arena *a = node_thread_arena();

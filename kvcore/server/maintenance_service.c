@@ -23,16 +23,6 @@ static Etcdserverpb__ResponseHeader *header_at(node *n, arena *a, int64_t rev) {
   return h;
 }
 
-static int64_t current_rev(node *n) {
-  mvcc_txn *t;
-  int64_t rev = 0;
-  if (mvcc_read_begin(n->store, &t) == MVCC_OK) {
-    rev = mvcc_rev(t);
-    mvcc_txn_end(t);
-  }
-  return rev;
-}
-
 static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   (void)m;
   node *n = ctx;
@@ -40,7 +30,7 @@ static void status_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   mvcc_stats st = {0};
   mvcc_stats_get(n->store, &st);
   Etcdserverpb__StatusResponse resp = ETCDSERVERPB__STATUS_RESPONSE__INIT;
-  resp.header = header_at(n, a, current_rev(n));
+  resp.header = header_at(n, a, node_current_rev(n));
   resp.version = ETCD_API_VERSION;
   resp.dbsize = st.db_size;
   resp.dbsizeinuse = st.db_size_in_use;

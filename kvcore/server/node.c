@@ -27,6 +27,14 @@ void node_fill_header(const node *n, Etcdserverpb__ResponseHeader *h) {
   h->raft_term = atomic_load(&((node *)n)->term);
 }
 
+int64_t node_current_rev(node *n) {
+  mvcc_txn *t;
+  if (mvcc_read_begin(n->store, &t) != MVCC_OK) return 0;
+  int64_t rev = mvcc_rev(t);
+  mvcc_txn_end(t);
+  return rev;
+}
+
 static pthread_key_t arena_key;
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
 static void arena_destroy(void *a) { arena_free(a); }

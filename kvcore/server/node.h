@@ -58,6 +58,9 @@ typedef struct node {
 /* Fills cluster_id, member_id and raft_term; the caller sets revision. */
 void node_fill_header(const node *n, Etcdserverpb__ResponseHeader *h);
 
+/* The store's current revision (0 if it cannot be read). */
+int64_t node_current_rev(node *n);
+
 /* A thread's scratch arena for building responses on the read path; reset
  * by the caller after the reply is packed. */
 arena *node_thread_arena(void);

@@ -215,16 +215,22 @@ void transport_set_peers(transport *t, const member_list *members) {
   pthread_mutex_unlock(&t->mu);
 }
 
-void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
-                    const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg) {
+/* The channel to a live member (opened on first use), or NULL for an
+ * unknown or removed one. Channels live until the transport is freed, so
+ * calls on one may outlive the lock. */
+static rpc_channel *channel_to(transport *t, uint64_t to) {
   pthread_mutex_lock(&t->mu);
   peer *p = t->peers;
   while (p && (p->id != to || p->gone)) p = p->next;
   if (p && !p->ch) p->ch = rpc_channel_open(p->target, 1000);
   rpc_channel *ch = p ? p->ch : NULL;
-  /* Channels live until the transport is freed, so the call may outlive
-   * the lock. */
   pthread_mutex_unlock(&t->mu);
+  return ch;
+}
+
+void transport_call(transport *t, uint64_t to, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *resp_type, int64_t timeout_ms, rpc_unary_done done, void *arg) {
+  rpc_channel *ch = channel_to(t, to);
   if (!ch) {
     done(arg, RPC_UNAVAILABLE, "etcdserver: no leader", NULL);
     return;
@@ -234,12 +240,7 @@ void transport_call(transport *t, uint64_t to, const char *method, const Protobu
 
 rpc_client_stream *transport_open_stream(transport *t, uint64_t to, const char *method,
                                          const rpc_client_stream_handler *h) {
-  pthread_mutex_lock(&t->mu);
-  peer *p = t->peers;
-  while (p && (p->id != to || p->gone)) p = p->next;
-  if (p && !p->ch) p->ch = rpc_channel_open(p->target, 1000);
-  rpc_channel *ch = p ? p->ch : NULL;
-  pthread_mutex_unlock(&t->mu);
+  rpc_channel *ch = channel_to(t, to);
   return ch ? rpc_client_stream_open(ch, method, h) : NULL;
 }
 
