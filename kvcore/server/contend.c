@@ -182,6 +182,8 @@ static void wait_for_ownership(contender *c) {
 
 /* An error from a proposal: propose again if it is worth it, else answer.
  * Returns true if the caller should propose again. */
+void contend_fail_kv(rpc_call *call, const rpc_error *err) { rpc_fail(call, RPC_UNKNOWN, err->message); }
+
 static bool failed_step(contender *c, const rpc_error *err) {
   pthread_mutex_lock(&mu);
   bool retry = contend_transient(err) && !c->cancelled && time_mono_ns() < c->deadline &&
@@ -191,7 +193,8 @@ static bool failed_step(contender *c, const rpc_error *err) {
   pthread_mutex_unlock(&mu);
   if (!retry) {
     withdraw(c);
-    rpc_fail_with(c->call, cancelled ? &ERR_CANCELED : err);
+    if (cancelled) rpc_fail_with(c->call, &ERR_CANCELED);
+    else contend_fail_kv(c->call, err);
   }
   return retry;
 }
@@ -368,7 +371,7 @@ void contender_start(contender *c) {
     return;
   }
   if (c->name.len + 1 + 17 > MVCC_MAX_KEY) {
-    rpc_fail_with(c->call, &ERR_KEY_TOO_LONG);
+    contend_fail_kv(c->call, &ERR_KEY_TOO_LONG);
     return;
   }
   c->state = ST_ACQUIRING;

@@ -64,4 +64,10 @@ void contender_key(rpc_call *call, const ProtobufCBinaryData *name, int64_t leas
 /* Transient failures of a proposal (worth proposing again). */
 bool contend_transient(const rpc_error *e);
 
+/* Fails a Lock or Election call with an error of the KV layer (lease not
+ * found, key not provided, ...). etcd's servers run client code there, whose
+ * errors carry no gRPC status: they reach the caller as Unknown with
+ * etcd's message, and so do Synod's. */
+void contend_fail_kv(rpc_call *call, const rpc_error *err);
+
 #endif

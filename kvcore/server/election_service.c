@@ -53,7 +53,7 @@ typedef struct {
 static void guarded_done(void *arg, const rpc_error *err, const ProtobufCMessage *resp) {
   guarded *g = arg;
   rpc_call *call = g->call;
-  if (err) return rpc_fail_with(call, err);
+  if (err) return contend_fail_kv(call, err);
   const Etcdserverpb__TxnResponse *r = (const Etcdserverpb__TxnResponse *)resp;
   if (g->proclaim) {
     if (!r->succeeded) return rpc_fail_with(call, &ERR_ELECTION_NOT_LEADER);
@@ -124,14 +124,14 @@ static void submit_guarded(node *n, rpc_call *call, const V3electionpb__LeaderKe
 static void proclaim_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   const V3electionpb__ProclaimRequest *r = (const V3electionpb__ProclaimRequest *)m;
   if (!r->leader) return rpc_fail_with(call, &ERR_ELECTION_MISSING_LEADER);
-  if (r->leader->key.len == 0) return rpc_fail_with(call, &ERR_EMPTY_KEY);
+  if (r->leader->key.len == 0) return contend_fail_kv(call, &ERR_EMPTY_KEY);
   submit_guarded(ctx, call, r->leader, &r->value, true);
 }
 
 static void resign_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   const V3electionpb__ResignRequest *r = (const V3electionpb__ResignRequest *)m;
   if (!r->leader) return rpc_fail_with(call, &ERR_ELECTION_MISSING_LEADER);
-  if (r->leader->key.len == 0) return rpc_fail_with(call, &ERR_EMPTY_KEY);
+  if (r->leader->key.len == 0) return contend_fail_kv(call, &ERR_EMPTY_KEY);
   submit_guarded(ctx, call, r->leader, NULL, false);
 }
 

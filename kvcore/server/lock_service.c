@@ -35,7 +35,7 @@ static void lock_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
 
 static void unlock_done(void *arg, const rpc_error *err, const ProtobufCMessage *resp) {
   rpc_call *call = arg;
-  if (err) return rpc_fail_with(call, err);
+  if (err) return contend_fail_kv(call, err);
   V3lockpb__UnlockResponse out = V3LOCKPB__UNLOCK_RESPONSE__INIT;
   out.header = ((const Etcdserverpb__DeleteRangeResponse *)resp)->header;
   rpc_reply(call, &out.base);
@@ -48,7 +48,7 @@ static void unlock_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
   del.key = r->key;
   const rpc_error *e = kv_check_delete(&del);
-  if (e) return rpc_fail_with(call, e);
+  if (e) return contend_fail_kv(call, e);
   Synodpb__Request req = SYNODPB__REQUEST__INIT;
   req.op_case = SYNODPB__REQUEST__OP_DELETE_RANGE;
   req.delete_range = &del;

@@ -115,6 +115,17 @@ class ElectionTest(ElectionBase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.e.Resign(ResignRequest())
         self.assertEqual(cm.exception.details(), '"leader" field must be provided')
+        # KV errors come back as Unknown, as from etcd's client-side recipes
+        empty = LeaderKey(name=b"x", key=b"", rev=1, lease=1)
+        for call, message in (
+                (lambda: self.e.Resign(ResignRequest(leader=empty)), "etcdserver: key is not provided"),
+                (lambda: self.e.Proclaim(ProclaimRequest(leader=empty, value=b"v")), "etcdserver: key is not provided"),
+                (lambda: self.e.Campaign(CampaignRequest(name=b"x", lease=0x7777, value=b"v"), timeout=5),
+                 "etcdserver: requested lease not found")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                call()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNKNOWN)
+            self.assertEqual(cm.exception.details(), message)
 
     def test_proclaim(self):
         l0, r0 = self.campaign(b"pr", b"a")

@@ -195,9 +195,13 @@ class LockTest(MemberTest):
         with self.assertRaises(grpc.RpcError) as cm:
             self.lk.Lock(LockRequest(name=b"err", lease=0x7777), timeout=5)
         self.assertEqual(cm.exception.details(), "etcdserver: requested lease not found")
+        # KV errors reach Lock callers as Unknown: etcd's server runs client
+        # code there, whose errors carry no gRPC status
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNKNOWN)
         with self.assertRaises(grpc.RpcError) as cm:
             self.lk.Unlock(UnlockRequest(key=b""), timeout=5)
         self.assertEqual(cm.exception.details(), "etcdserver: key is not provided")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNKNOWN)
         self.assertEqual(self.keys("err/"), [])
 
     def test_lease_zero_grants_a_session_lease(self):
