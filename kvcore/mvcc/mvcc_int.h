@@ -82,6 +82,7 @@ struct mvcc_store {
   bool release_map;   /* unmap the map's pages at checkpoints */
   uint64_t shared_base; /* process's resident shared pages before the map's */
   unsigned commits_unpolled; /* writer only: commits since space_after_commit looked */
+  int64_t polled_ns;         /* writer only: when space_after_commit last looked */
 
   ticket_lock wlock;
   mvcc_txn wtxn; /* the one write transaction, reused */
@@ -193,11 +194,13 @@ void space_release(mvcc_store *s);
  * and releases the map. */
 void space_poll(mvcc_store *s);
 /* The writer, after each commit, still holding the writer lock: the same
- * check every SPACE_POLL_COMMITS commits (a checkpoint's fdatasync can keep
- * the checkpoint thread busy while the writer maps page after page). */
+ * check every SPACE_POLL_COMMITS commits if SPACE_COMMIT_POLL_MS have
+ * passed (a checkpoint's fdatasync can keep the checkpoint thread busy
+ * while the writer maps page after page; reading /proc/self/statm after
+ * every few one-put commits cost a few microseconds a put). */
 void space_after_commit(mvcc_store *s);
 #define SPACE_RESIDENT (16ull << 20) /* at least; see over_budget */
-enum { SPACE_POLL_MS = 50, SPACE_POLL_COMMITS = 4 };
+enum { SPACE_POLL_MS = 50, SPACE_POLL_COMMITS = 4, SPACE_COMMIT_POLL_MS = 5 };
 #define SPACE_CHUNK (64ull << 20) /* fallocated ahead at a time */
 enum {
   SPACE_CHANGE_PAGES = 48, /* per change: COW paths and splits of every tree it touches */

@@ -192,6 +192,9 @@ void space_poll(mvcc_store *s) {
 
 void space_after_commit(mvcc_store *s) {
   if (!s->map || !s->release_map || ++s->commits_unpolled < SPACE_POLL_COMMITS) return;
+  int64_t now = time_mono_ns();
+  if (now - s->polled_ns < (int64_t)SPACE_COMMIT_POLL_MS * 1000000) return;
+  s->polled_ns = now;
   s->commits_unpolled = 0;
   if (over_budget(s)) space_release(s);
 }

@@ -13,45 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---------------------------------------------------------------- runtime */
-
-static pthread_mutex_t rt_mu = PTHREAD_MUTEX_INITIALIZER;
-static int rt_channels;
-static grpc_completion_queue *rt_cq;
-static pthread_t rt_thread;
-
-static void *client_thread(void *arg) {
-  (void)arg;
-  pthread_setname_np(pthread_self(), "synod-rpcc");
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(rt_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-    if (ev.type != GRPC_OP_COMPLETE) continue;
-    rpc_tag *tag = ev.tag;
-    tag->done(tag, ev.success != 0);
-  }
-  return NULL;
-}
-
-static void runtime_ref(void) {
-  pthread_mutex_lock(&rt_mu);
-  if (rt_channels++ == 0) {
-    rt_cq = grpc_completion_queue_create_for_next(NULL);
-    pthread_create(&rt_thread, NULL, client_thread, NULL);
-  }
-  pthread_mutex_unlock(&rt_mu);
-}
-
-static void runtime_unref(void) {
-  pthread_mutex_lock(&rt_mu);
-  if (--rt_channels == 0) {
-    grpc_completion_queue_shutdown(rt_cq);
-    pthread_join(rt_thread, NULL);
-    grpc_completion_queue_destroy(rt_cq);
-    rt_cq = NULL;
-  }
-  pthread_mutex_unlock(&rt_mu);
-}
+static grpc_completion_queue *rt_cq; /* the runtime's queue (runtime.c) */
 
 /* ---------------------------------------------------------------- channels */
 
@@ -105,7 +67,7 @@ static void call_released(rpc_channel *ch) {
 }
 
 rpc_channel *rpc_channel_open(const char *target, int keepalive_ms) {
-  runtime_ref();
+  rt_cq = rpc_runtime_ref(1);
   rpc_channel *ch = xcalloc(1, sizeof *ch);
   pthread_mutex_init(&ch->mu, NULL);
   pthread_cond_init(&ch->cv, NULL);
@@ -139,7 +101,7 @@ void rpc_channel_close(rpc_channel *ch) {
   pthread_mutex_destroy(&ch->mu);
   pthread_cond_destroy(&ch->cv);
   free(ch);
-  runtime_unref();
+  rpc_runtime_unref();
 }
 
 static grpc_call *new_call(rpc_channel *ch, const char *method, gpr_timespec deadline) {

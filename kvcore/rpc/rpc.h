@@ -82,7 +82,7 @@ typedef struct {
   const char *const *listen; /* "host:port" addresses */
   size_t n_listen;
   size_t max_recv_bytes; /* largest message accepted; 0: 4 MiB */
-  int threads;           /* completion-queue threads; 0: 2 */
+  int threads;           /* completion-queue threads (shared by all servers and channels); 0: 1 */
   /* Shortest interval at which clients may ping without data; 0: 5000 ms
    * (etcd's client policy). Peers ping faster to notice a dead link. */
   int min_ping_interval_ms;

@@ -20,9 +20,7 @@ typedef struct rpc_tag {
 
 struct rpc_server {
   grpc_server *server;
-  grpc_completion_queue *cq;
-  pthread_t *threads;
-  int n_threads;
+  grpc_completion_queue *cq; /* the runtime's */
   const rpc_method *methods;
   size_t n_methods;
   void **registered; /* grpc's handle for each method */
@@ -51,6 +49,12 @@ typedef struct {
 } rpc_slot;
 
 void rpc_live_add(rpc_server *s, int n);
+
+/* runtime.c: the process's one completion queue, shared by servers and
+ * channels, with at least `threads` threads draining it. Each ref is
+ * matched by an unref once nothing of the user's can complete any more. */
+grpc_completion_queue *rpc_runtime_ref(int threads);
+void rpc_runtime_unref(void);
 
 /* Hands a new call to its method (unary.c / stream.c). They take ownership
  * of slot->call, ->md and ->payload. */

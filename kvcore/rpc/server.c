@@ -143,21 +143,6 @@ static void slot_done(rpc_tag *tag, bool ok) {
   slot_post(slot); /* ownership moved on; wait for the next client */
 }
 
-/* ---------------------------------------------------------------- threads */
-
-static void *cq_thread(void *arg) {
-  rpc_server *srv = arg;
-  pthread_setname_np(pthread_self(), "synod-grpc");
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-    if (ev.type != GRPC_OP_COMPLETE) continue;
-    rpc_tag *tag = ev.tag;
-    tag->done(tag, ev.success != 0);
-  }
-  return NULL;
-}
-
 static void shutdown_done(rpc_tag *tag, bool ok) {
   (void)ok;
   rpc_server *srv = (rpc_server *)((char *)tag - offsetof(rpc_server, shutdown_tag));
@@ -195,7 +180,7 @@ int rpc_server_start(const rpc_server_options *opt, const rpc_method *methods, s
   };
   grpc_channel_args chargs = {.num_args = sizeof args / sizeof args[0], .args = args};
   srv->server = grpc_server_create(&chargs, NULL);
-  srv->cq = grpc_completion_queue_create_for_next(NULL);
+  srv->cq = rpc_runtime_ref(opt->threads > 0 ? opt->threads : 1);
   grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 
   srv->registered = xcalloc(n_methods, sizeof *srv->registered);
@@ -226,21 +211,13 @@ int rpc_server_start(const rpc_server_options *opt, const rpc_method *methods, s
   for (size_t i = 0; i < n_methods; i++)
     for (int k = 0; k < SLOTS_PER_METHOD; k++) slot_new(srv, i);
   for (int k = 0; k < SLOTS_CATCH_ALL; k++) slot_new(srv, SIZE_MAX);
-
-  srv->n_threads = opt->threads > 0 ? opt->threads : 2;
-  srv->threads = xcalloc((size_t)srv->n_threads, sizeof *srv->threads);
-  for (int i = 0; i < srv->n_threads; i++) pthread_create(&srv->threads[i], NULL, cq_thread, srv);
   *out = srv;
   return 0;
 
 fail:
   /* Nothing was started: no call can exist yet. */
   grpc_server_destroy(srv->server);
-  grpc_completion_queue_shutdown(srv->cq);
-  while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(srv->cq);
+  rpc_runtime_unref();
   free(srv->registered);
   free(srv->ports);
   free(srv);
@@ -260,13 +237,10 @@ void rpc_server_free(rpc_server *srv) {
   pthread_mutex_lock(&srv->mu);
   while (!srv->shutdown_notified || atomic_load(&srv->live) != 0) pthread_cond_wait(&srv->cv, &srv->mu);
   pthread_mutex_unlock(&srv->mu);
-  grpc_completion_queue_shutdown(srv->cq);
-  for (int i = 0; i < srv->n_threads; i++) pthread_join(srv->threads[i], NULL);
   grpc_server_destroy(srv->server);
-  grpc_completion_queue_destroy(srv->cq);
+  rpc_runtime_unref();
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
-  free(srv->threads);
   free(srv->registered);
   free(srv->ports);
   free(srv);

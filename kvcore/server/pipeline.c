@@ -577,10 +577,12 @@ static void *apply_main(void *arg) {
 
 /* ---------------------------------------------------------------- Raft callbacks */
 
+/* The caller signals p->cv after unlocking: a thread woken while the mutex
+ * is still held only blocks again on the mutex (two more futex calls and a
+ * context switch per batch with glibc's condition variables). */
 static void enqueue_locked(pipeline *p, batch *b) {
   if (p->tail) p->tail->next = b; else p->head = b;
   p->tail = b;
-  pthread_cond_signal(&p->cv);
 }
 
 static void on_committed(void *arg, raft_entry *ents, size_t n) {
@@ -593,6 +595,7 @@ static void on_committed(void *arg, raft_entry *ents, size_t n) {
   enqueue_locked(p, b);
   if (n && ents[n - 1].index > atomic_load(&p->committed)) atomic_store(&p->committed, ents[n - 1].index);
   pthread_mutex_unlock(&p->mu);
+  pthread_cond_signal(&p->cv);
 }
 
 /* Queues a store replacement behind everything already handed over, and
@@ -608,6 +611,7 @@ static int replace_in_order(pipeline *p, int kind, const char *path) {
     return MVCC_EIO;
   }
   enqueue_locked(p, b);
+  pthread_cond_signal(&p->cv); /* rare: waking under the lock costs nothing here */
   while (!b->done) pthread_cond_wait(&p->work_cv, &p->mu);
   pthread_mutex_unlock(&p->mu);
   int rc = b->rc;

@@ -91,8 +91,8 @@ static item *post_deadline(raftnode *rn, uint8_t kind, uint64_t a, uint64_t b, c
   pthread_mutex_lock(&rn->mu);
   if (rn->tail) rn->tail->next = it; else rn->head = it;
   rn->tail = it;
-  pthread_cond_signal(&rn->cv);
   pthread_mutex_unlock(&rn->mu);
+  pthread_cond_signal(&rn->cv); /* after unlocking: see enqueue_locked in pipeline.c */
   return it;
 }
 
