@@ -32,6 +32,7 @@ enum { COMPACT_STEP = 1000, WAITER_BUCKETS = 4096 };
 /* What the apply thread works through, in order: committed entries, and
  * the store replacements that must fall between them. */
 enum { WORK_ENTRIES, WORK_INSTALL, WORK_DEFRAG };
+enum { APPLY_MERGE_ENTRIES = 1024 }; /* most entries applied in one store transaction */
 typedef struct batch {
   struct batch *next;
   int kind;
@@ -396,7 +397,12 @@ static void commit_batch(pipeline *p, mvcc_txn *w, uint64_t have, uint64_t last,
  * gets a transaction of its own after the entries before it, and the watch
  * hub first keeps a snapshot of what it has not delivered yet: live
  * watchers never lose events to it. */
-static void apply_batch(pipeline *p, batch *b) {
+/* Applies a chain of WORK_ENTRIES batches (linked by next) in one store
+ * transaction: when the apply thread falls behind Raft, the batches that
+ * queued meanwhile share one commit (its page writes, the watch hub's
+ * wake-up, the applied index), so the apply thread catches up faster the
+ * further behind it is. */
+static void apply_batch(pipeline *p, batch *chain) {
   mvcc_txn *w;
   int rc = mvcc_write_begin(p->n->store, &w);
   if (rc) fatal_store("starting a write", rc);
@@ -406,35 +412,37 @@ static void apply_batch(pipeline *p, batch *b) {
   conf_waiter *conf_done = NULL;
   bool members_changed = false, dirty = false;
   uint64_t last = have, last_term = have_term;
-  for (size_t i = 0; i < b->n; i++) {
-    const raft_entry *e = &b->ents[i];
-    if (e->index <= have) continue;
-    if (p->n->watch && entry_is_compaction(e)) {
-      if (dirty) {
-        commit_batch(p, w, have, last, last_term);
-        have = last;
-        dirty = false;
-        rc = mvcc_write_begin(p->n->store, &w);
-        if (rc) fatal_store("starting a write", rc);
+  for (batch *b = chain; b; b = b->next) {
+    for (size_t i = 0; i < b->n; i++) {
+      const raft_entry *e = &b->ents[i];
+      if (e->index <= have) continue;
+      if (p->n->watch && entry_is_compaction(e)) {
+        if (dirty) {
+          commit_batch(p, w, have, last, last_term);
+          have = last;
+          dirty = false;
+          rc = mvcc_write_begin(p->n->store, &w);
+          if (rc) fatal_store("starting a write", rc);
+        }
+        watch_hub_before_compaction(p->n->watch);
       }
-      watch_hub_before_compaction(p->n->watch);
-    }
-    if (e->type == RAFT_ENTRY_CONF_CHANGE) {
-      apply_conf_change(p, w, e, &conf_done);
-      members_changed = true;
-    } else if (e->len > 0) {
-      waiter *wt = apply_request(p, w, e, &members_changed);
-      if (wt) {
-        *done_tail = wt;
-        done_tail = &wt->next;
+      if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+        apply_conf_change(p, w, e, &conf_done);
+        members_changed = true;
+      } else if (e->len > 0) {
+        waiter *wt = apply_request(p, w, e, &members_changed);
+        if (wt) {
+          *done_tail = wt;
+          done_tail = &wt->next;
+        }
+      } else {
+        /* A new leader's no-op: everything of earlier terms is applied. */
+        lease_service_term_started(p->n, e->term);
       }
-    } else {
-      /* A new leader's no-op: everything of earlier terms is applied. */
-      lease_service_term_started(p->n, e->term);
+      last = e->index;
+      last_term = e->term;
+      dirty = true;
     }
-    last = e->index;
-    last_term = e->term;
-    dirty = true;
   }
   commit_batch(p, w, have, last, last_term);
   raftnode_store_applied(p->rn, last, last_term, &p->conf, mvcc_durable_index(p->n->store));
@@ -455,8 +463,11 @@ static void apply_batch(pipeline *p, batch *b) {
     c->done(c->arg, true);
     free(c);
   }
-  free(b->ents);
-  free(b);
+  for (batch *b = chain, *next; b; b = next) {
+    next = b->next;
+    free(b->ents);
+    free(b);
+  }
 }
 
 /* One bounded step of physical compaction in its own transaction. */
@@ -551,6 +562,18 @@ static void *apply_main(void *arg) {
     batch *b = p->head;
     if (b) {
       p->head = b->next;
+      b->next = NULL;
+      /* Entry batches queued behind it join it, up to a bound that keeps
+       * the first batch's replies from waiting long. */
+      size_t n = b->n;
+      for (batch *last = b; b->kind == WORK_ENTRIES && p->head && p->head->kind == WORK_ENTRIES &&
+                            n + p->head->n <= APPLY_MERGE_ENTRIES;) {
+        last->next = p->head;
+        last = p->head;
+        p->head = last->next;
+        last->next = NULL;
+        n += last->n;
+      }
       if (!p->head) p->tail = NULL;
     }
     bool stop = p->stopping && !b;
