@@ -39,6 +39,8 @@ void mvcc_test_set_replace_hook(void (*fn)(int step)) { replace_hook = fn; }
 static void at_step(int step) {
   if (replace_hook) replace_hook(step);
 }
+static void (*image_hook)(void);
+void mvcc_test_set_image_hook(void (*fn)(void)) { image_hook = fn; }
 
 /* ---------------------------------------------------------------- writing */
 
@@ -140,10 +142,11 @@ static int copy_env(mvcc_store *s, int fd) {
 int mvcc_image_write(mvcc_store *s, int fd, mvcc_image_info *info) {
   if (!s || fd < 0) return MVCC_EINVAL;
   /* Counted as a reader: the environment must not be swapped mid-copy. */
-  int rc = gate_enter_read(s);
+  int rc = gate_enter_image(s);
   if (rc) return rc;
+  if (image_hook) image_hook();
   rc = copy_env(s, fd);
-  gate_leave(s, false);
+  gate_leave_image(s);
   if (!rc && info) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);

@@ -96,6 +96,8 @@ struct mvcc_store {
    * then readers. Guarded by pool_mu. */
   pthread_cond_t gate_cv;
   int readers_open, writers_open;
+  int images_open;   /* of readers_open: image copies (long) */
+  bool block_images; /* gate_block_reads is waiting for image copies to end */
   bool block_reads, block_writes;
   bool env_broken; /* a replaced data file could not be reopened */
   uint64_t map_size; /* as opened, for reopening */
@@ -163,6 +165,12 @@ void store_env_close(mvcc_store *s);
  * kind have ended; gate_open lets everyone in again. */
 int gate_enter_read(mvcc_store *s); /* MVCC_EIO once the store is broken */
 void gate_leave(mvcc_store *s, bool writer);
+/* An image copy is a reader that may take seconds: gate_block_reads waits
+ * for copies to end before it blocks ordinary reads, so that reads (served
+ * on the gRPC thread, which also carries Raft's messages) wait only for the
+ * swap itself, never for a copy. */
+int gate_enter_image(mvcc_store *s);
+void gate_leave_image(mvcc_store *s);
 void gate_block_writes(mvcc_store *s);
 void gate_block_reads(mvcc_store *s);
 void gate_open(mvcc_store *s);
@@ -248,6 +256,9 @@ void mvcc_test_set_checkpoint_writer(int (*fn)(const char *path, const void *dat
 /* Tests only: called at each step of replacing the environment (steps in
  * image.c's replace_env), to simulate a crash there. */
 void mvcc_test_set_replace_hook(void (*fn)(int step));
+/* Tests only: called by mvcc_image_write once it counts as a reader, before
+ * it copies (a test holds it there to stand for a long copy). */
+void mvcc_test_set_image_hook(void (*fn)(void));
 
 /* ---------------------------------------------------------------- read.c */
 

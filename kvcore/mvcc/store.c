@@ -434,6 +434,8 @@ void gate_block_writes(mvcc_store *s) {
 
 void gate_block_reads(mvcc_store *s) {
   pthread_mutex_lock(&s->pool_mu);
+  s->block_images = true;
+  while (s->images_open > 0) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
   s->block_reads = true;
   while (s->readers_open > 0) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
   pthread_mutex_unlock(&s->pool_mu);
@@ -441,7 +443,7 @@ void gate_block_reads(mvcc_store *s) {
 
 void gate_open(mvcc_store *s) {
   pthread_mutex_lock(&s->pool_mu);
-  s->block_reads = s->block_writes = false;
+  s->block_images = s->block_reads = s->block_writes = false;
   pthread_cond_broadcast(&s->gate_cv);
   pthread_mutex_unlock(&s->pool_mu);
 }
@@ -453,6 +455,23 @@ int gate_enter_read(mvcc_store *s) {
   if (!broken) s->readers_open++;
   pthread_mutex_unlock(&s->pool_mu);
   return broken ? MVCC_EIO : MVCC_OK;
+}
+
+int gate_enter_image(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  while (s->block_images || s->block_reads) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
+  bool broken = s->env_broken;
+  if (!broken) s->readers_open++, s->images_open++;
+  pthread_mutex_unlock(&s->pool_mu);
+  return broken ? MVCC_EIO : MVCC_OK;
+}
+
+void gate_leave_image(mvcc_store *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  s->images_open--;
+  s->readers_open--;
+  if (s->block_images || s->block_reads || s->block_writes) pthread_cond_broadcast(&s->gate_cv);
+  pthread_mutex_unlock(&s->pool_mu);
 }
 
 void gate_leave(mvcc_store *s, bool writer) {

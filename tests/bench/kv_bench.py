@@ -17,6 +17,8 @@ Loads (10 connections / 100 clients, 256-byte values, 100k distinct keys):
   range   serializable reads of one existing key
   put-1   one client, one connection: latency of a single durable write,
           compared with one fdatasync measured on the same disk
+  range-1 one client, serializable reads of one key: the client's own
+          round trip, which every put-1 latency includes
 
 Server CPU comes from /proc/<pid>/stat (user+system) across each load, and
 per thread name from /proc/<pid>/task/*/stat (synod-apply, synod-wal,
@@ -165,7 +167,7 @@ def run_load(server, name, args, total):
     return r
 
 
-LOADS = ["put", "range", "put1"]
+LOADS = ["put", "range", "put1", "range1"]
 
 
 def load_args(load, total):
@@ -176,6 +178,9 @@ def load_args(load, total):
     if load == "range":
         return 2 * total, many + ["range", "bench-range-key", "--consistency", "s", "--total", str(2 * total)]
     one = max(1000, total // 50)
+    if load == "range1":
+        return one, ["--conns", "1", "--clients", "1", "range", "bench-range-key", "--consistency", "s",
+                     "--total", str(one)]
     return one, ["--conns", "1", "--clients", "1", "put", "--key-size", "8", "--sequential-keys",
                  "--key-space-size", "100000", "--total", str(one), "--val-size", "256"]
 
@@ -188,8 +193,8 @@ def run_round(servers, r, total, results):
     for load in LOADS:
         n, args = load_args(load, total)
         for kind in order:
-            x = run_load(servers[kind], load if load != "put1" else "put-1", args, n)
-            if load == "put1":
+            x = run_load(servers[kind], {"put1": "put-1", "range1": "range-1"}.get(load, load), args, n)
+            if load in ("put1", "range1"):
                 x["avg_ms"] = 1000.0 / x["qps"]  # one client: exact, unlike the tool's 0.1 ms rounding
             results[kind][load].append(x)
 
@@ -205,7 +210,8 @@ def report(results, fsync):
             ("put server CPU us/req", "put", "cpu_us_per_req", "<= 0.5"),
             ("range QPS", "range", "qps", ">= 1.5"), ("range p99 ms", "range", "p99_ms", ""),
             ("range server CPU us/req", "range", "cpu_us_per_req", "<= 0.33"),
-            ("1-client put avg ms", "put1", "avg_ms", "")]
+            ("1-client put avg ms", "put1", "avg_ms", ""),
+            ("1-client read avg ms", "range1", "avg_ms", "")]
     print("%-26s %10s %10s %8s %14s  %s" % ("medians over rounds", "synod", "etcd", "ratio", "ratio range", "target"))
     for name, load, key, target in rows:
         sv = [x[key] for x in s[load]]
@@ -219,6 +225,12 @@ def report(results, fsync):
     lat = [x["avg_ms"] * 1000 / fsync for x in s["put1"]]
     print("1-client put latency = %.2f x one fdatasync (%.0f us; rounds %.2f-%.2f); target <= 2" % (
         median(lat), fsync, min(lat), max(lat)))
+    # What a put adds to the client's round trip: the same client's
+    # serializable read of one key measures the round trip itself.
+    extra = [(p["avg_ms"] - r["avg_ms"]) * 1000 / fsync for p, r in zip(s["put1"], s["range1"])]
+    floor = [r["avg_ms"] * 1000 / fsync for r in s["range1"]]
+    print("  of which the client's round trip (1-client read) = %.2f x; the put's own time = %.2f x one fdatasync" % (
+        median(floor), median(extra)))
 
 
 def main():

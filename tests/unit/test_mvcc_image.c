@@ -6,6 +6,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -358,6 +359,84 @@ static void test_replace_waits_for_readers(void) {
   tmpdir_remove(db);
 }
 
+/* An image copy that takes long (held in the image hook here) must not
+ * hold up reads while a defragmentation waits to swap the data file: reads
+ * run on the gRPC thread, which also carries Raft's messages. */
+typedef struct {
+  mvcc_store *s;
+  int fd;
+  int rc;
+  atomic_bool done;
+} slow_copy;
+
+static atomic_bool image_held, image_release;
+
+static void hold_image(void) {
+  atomic_store(&image_held, true);
+  while (!atomic_load(&image_release)) usleep(1000);
+}
+
+static void *slow_image(void *arg) {
+  slow_copy *c = arg;
+  c->rc = mvcc_image_write(c->s, c->fd, NULL);
+  atomic_store(&c->done, true);
+  return NULL;
+}
+
+static void *defrag_thread(void *arg) {
+  slow_copy *c = arg;
+  c->rc = mvcc_defragment(c->s);
+  atomic_store(&c->done, true);
+  return NULL;
+}
+
+static void *read_once(void *arg) {
+  slow_copy *c = arg;
+  mvcc_txn *t;
+  c->rc = mvcc_read_begin(c->s, &t);
+  if (c->rc == MVCC_OK) mvcc_txn_end(t);
+  atomic_store(&c->done, true);
+  return NULL;
+}
+
+static bool wait_flag(atomic_bool *f, int ms) {
+  for (int i = 0; i < ms && !atomic_load(f); i++) usleep(1000);
+  return atomic_load(f);
+}
+
+static void test_reads_not_held_by_image_copy(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  fill(s, "k", 400, 9);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/held.image", dir);
+  slow_copy img = {.s = s, .fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600)}, defrag = {.s = s}, rd = {.s = s};
+  REQUIRE(img.fd >= 0);
+  mvcc_test_set_image_hook(hold_image);
+  pthread_t ti, td, tr;
+  pthread_create(&ti, NULL, slow_image, &img);
+  REQUIRE(wait_flag(&image_held, 2000)); /* a copy is under way */
+  mvcc_test_set_image_hook(NULL);
+  pthread_create(&td, NULL, defrag_thread, &defrag);
+  usleep(200 * 1000); /* its own copy is done; it waits for the other copy */
+  CHECK(!atomic_load(&defrag.done));
+  pthread_create(&tr, NULL, read_once, &rd);
+  CHECK(wait_flag(&rd.done, 2000)); /* not blocked behind the copy */
+  CHECK_INT(rd.rc, ==, MVCC_OK);
+  CHECK(!atomic_load(&defrag.done));
+  atomic_store(&image_release, true);
+  pthread_join(ti, NULL);
+  pthread_join(td, NULL);
+  pthread_join(tr, NULL);
+  CHECK_INT(img.rc, ==, MVCC_OK);
+  CHECK_INT(defrag.rc, ==, MVCC_OK);
+  close(img.fd);
+  int rc;
+  CHECK_STR(tget(s, "k/00003", 0, &rc), "again");
+  mvcc_close(s);
+  tmpdir_remove(dir);
+}
+
 static void test_defragment(void) {
   char *dir;
   mvcc_store *s = topen(&dir);
@@ -510,6 +589,7 @@ int main(void) {
   RUN(test_replace_live);
   RUN(test_replace_waits_for_readers);
   RUN(test_defragment);
+  RUN(test_reads_not_held_by_image_copy);
   RUN(test_crash_during_replace);
   RUN(test_crash_during_defragment);
   return testing_done();
