@@ -55,6 +55,8 @@ void rpc_live_add(rpc_server *s, int n);
  * matched by an unref once nothing of the user's can complete any more. */
 grpc_completion_queue *rpc_runtime_ref(int threads);
 void rpc_runtime_unref(void);
+/* Whether the caller is one of the runtime's completion-queue threads. */
+bool rpc_on_cq_thread(void);
 
 /* Hands a new call to its method (unary.c / stream.c). They take ownership
  * of slot->call, ->md and ->payload. */

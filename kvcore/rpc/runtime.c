@@ -23,9 +23,14 @@ static grpc_completion_queue *rt_cq;
 static pthread_t rt_threads[MAX_THREADS];
 static int rt_n_threads;
 
+static _Thread_local bool on_cq_thread;
+
+bool rpc_on_cq_thread(void) { return on_cq_thread; }
+
 static void *cq_thread(void *arg) {
   grpc_completion_queue *cq = arg;
   pthread_setname_np(pthread_self(), "synod-grpc");
+  on_cq_thread = true;
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
