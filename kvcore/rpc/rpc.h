@@ -115,6 +115,11 @@ static inline void rpc_fail_with(rpc_call *c, const rpc_error *e) { rpc_fail(c, 
  * transaction whose memory goes away before the reply may be sent. */
 void rpc_reply_deferred(rpc_call *c, const ProtobufCMessage *resp);
 void rpc_send_deferred(rpc_call *c);
+/* Replies made on this thread (not a gRPC thread) between these two calls
+ * travel to the gRPC thread together, as one event instead of one each: for
+ * threads that answer many calls at once (apply, linearizable reads). */
+void rpc_reply_group_begin(void);
+void rpc_reply_group_end(void);
 
 /* Request metadata value for key (lower case), or NULL. Not NUL-terminated. */
 const uint8_t *rpc_call_metadata(const rpc_call *c, const char *key, size_t *len);

@@ -15,6 +15,7 @@ struct rpc_call {
   rpc_tag handoff_tag;
   grpc_op reply_ops[4];
   size_t n_reply_ops;
+  struct rpc_call *group_next; /* the rest of a reply group (rpc_reply_group_end) */
   rpc_server *srv;
   const rpc_method *m;
   grpc_call *call;
@@ -86,6 +87,13 @@ static void start_close_watch(rpc_call *c) {
   }
 }
 
+/* A reply group of the calling thread (rpc_reply_group_begin/end): the
+ * replies it makes meanwhile reach the queue thread with one empty batch. */
+static _Thread_local int group_open; /* nesting depth */
+static _Thread_local rpc_call *group_head, **group_tail;
+
+static void hand_off(rpc_call *first);
+
 static void send_reply(rpc_call *c, grpc_byte_buffer *msg, rpc_code code, const char *message) {
   if (atomic_exchange(&c->replied, true)) {
     log_error("rpc: %s replied twice", c->m->path);
@@ -121,15 +129,49 @@ static void send_reply(rpc_call *c, grpc_byte_buffer *msg, rpc_code code, const 
    * thread wake-ups per reply. */
   memcpy(c->reply_ops, ops, sizeof ops);
   c->n_reply_ops = n;
-  if (grpc_call_start_batch(c->call, NULL, 0, &c->handoff_tag, NULL) != GRPC_CALL_OK)
+  c->group_next = NULL;
+  if (group_open) {
+    *group_tail = c;
+    group_tail = &c->group_next;
+    return;
+  }
+  hand_off(c);
+}
+
+static void start_reply(rpc_call *c) {
+  if (grpc_call_start_batch(c->call, c->reply_ops, c->n_reply_ops, &c->reply_tag, NULL) != GRPC_CALL_OK)
     reply_done(&c->reply_tag, false);
 }
 
+/* Runs on the queue thread: sends c's reply and those grouped after it. */
 static void handoff_done(rpc_tag *tag, bool ok) {
   (void)ok;
   rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, handoff_tag));
-  if (grpc_call_start_batch(c->call, c->reply_ops, c->n_reply_ops, &c->reply_tag, NULL) != GRPC_CALL_OK)
-    reply_done(&c->reply_tag, false);
+  for (rpc_call *next; c; c = next) {
+    next = c->group_next;
+    start_reply(c);
+  }
+}
+
+static void hand_off(rpc_call *first) {
+  if (grpc_call_start_batch(first->call, NULL, 0, &first->handoff_tag, NULL) == GRPC_CALL_OK) return;
+  for (rpc_call *c = first, *next; c; c = next) { /* cannot happen with a live call; never lose a reply */
+    next = c->group_next;
+    start_reply(c);
+  }
+}
+
+void rpc_reply_group_begin(void) {
+  if (group_open++ > 0) return; /* nested: the outer group carries these too */
+  group_head = NULL;
+  group_tail = &group_head;
+}
+
+void rpc_reply_group_end(void) {
+  if (group_open == 0 || --group_open > 0) return;
+  rpc_call *first = group_head;
+  group_head = NULL;
+  if (first) hand_off(first);
 }
 
 void rpc_unary_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot) {

@@ -447,6 +447,7 @@ static void apply_batch(pipeline *p, batch *chain) {
   commit_batch(p, w, have, last, last_term);
   raftnode_store_applied(p->rn, last, last_term, &p->conf, mvcc_durable_index(p->n->store));
   if (members_changed) node_members_changed(p->n);
+  rpc_reply_group_begin(); /* lock and election grants (node_applied) first, then the writers */
   node_applied(p->n, last);
 
   for (waiter *wt = done_head, *next; wt; wt = next) {
@@ -458,6 +459,7 @@ static void apply_batch(pipeline *p, batch *chain) {
       waiter_finish(wt);
     }
   }
+  rpc_reply_group_end();
   for (conf_waiter *c = conf_done, *next; c; c = next) {
     next = c->next;
     c->done(c->arg, true);

@@ -172,6 +172,7 @@ static void *reads_main(void *arg) {
     }
     if (ready || expired) {
       pthread_mutex_unlock(&r->mu);
+      rpc_reply_group_begin();
       for (read_batch *b = ready, *next; b; b = next) {
         next = b->next;
         for (read_req *q = b->reqs, *qn; q; q = qn) {
@@ -182,6 +183,7 @@ static void *reads_main(void *arg) {
         free(b);
       }
       fail_all(expired, raftnode_lead(r->n->rn) == 0 ? &ERR_NO_LEADER : &ERR_TIMEOUT);
+      rpc_reply_group_end();
       pthread_mutex_lock(&r->mu);
       continue;
     }

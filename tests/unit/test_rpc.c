@@ -77,10 +77,24 @@ static void echo_closed(void *state, rpc_stream *s) {
 static const rpc_stream_handler echo = {
     .open = echo_open, .message = echo_message, .half_close = echo_half_close, .closed = echo_closed};
 
+/* Parks calls for a thread of the test to answer (as the apply thread
+ * answers writers). */
+enum { PARK_MAX = 64 };
+static rpc_call *parked[PARK_MAX];
+static atomic_int n_parked;
+
+static void park_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  (void)ctx, (void)m;
+  int i = atomic_fetch_add(&n_parked, 1);
+  if (i < PARK_MAX) parked[i] = call;
+  else rpc_fail(call, RPC_RESOURCE_EXHAUSTED, "too many parked");
+}
+
 static const rpc_method methods[] = {
     {"/test.T/Check", &grpc__health__v1__health_check_request__descriptor, check_rpc, NULL, false, NULL},
     {"/test.T/Hold", &grpc__health__v1__health_check_request__descriptor, hold_rpc, NULL, true, NULL},
     {"/test.T/Echo", &grpc__health__v1__health_check_request__descriptor, NULL, &echo, false, NULL},
+    {"/test.T/Park", &grpc__health__v1__health_check_request__descriptor, park_rpc, NULL, false, NULL},
 };
 
 static rpc_server *start(char *target, size_t len) {
@@ -193,6 +207,68 @@ static void test_unary_and_unknown(void) {
   rpc_server_free(srv);
 }
 
+/* Replies from a thread that is not gRPC's: one by one (each handed to the
+ * queue thread), and in a reply group (nested, mixing replies and errors):
+ * every caller gets its own answer. */
+typedef struct {
+  int first, n;
+  bool group;
+} answer_job;
+
+static void *answer_parked(void *arg) {
+  answer_job *j = arg;
+  if (j->group) rpc_reply_group_begin();
+  for (int i = j->first; i < j->first + j->n; i++) {
+    if (j->group && i == j->first + 1) rpc_reply_group_begin(); /* nested: joins the outer group */
+    if (i % 3 == 0) {
+      rpc_fail(parked[i], RPC_ABORTED, "parked and failed");
+    } else {
+      Resp resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+      resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+      rpc_reply(parked[i], &resp.base);
+    }
+    if (j->group && i == j->first + 2) rpc_reply_group_end();
+  }
+  if (j->group) rpc_reply_group_end();
+  return NULL;
+}
+
+static void test_replies_from_other_threads(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  enum { N = 24 };
+  waiter w[N];
+  atomic_store(&n_parked, 0);
+  for (int i = 0; i < N; i++) waiter_init(&w[i]);
+  /* One call at a time, so parked[i] is the call of waiter i. */
+  for (int i = 0; i < N; i++) {
+    call(ch, "/test.T/Park", "", 5000, &w[i]);
+    for (int k = 0; k < 500 && atomic_load(&n_parked) <= i; k++) usleep(1000);
+    REQUIRE(atomic_load(&n_parked) == i + 1);
+  }
+  answer_job one = {0, N / 2, false}, group = {N / 2, N / 2, true};
+  pthread_t t1, t2;
+  pthread_create(&t1, NULL, answer_parked, &one);
+  pthread_join(t1, NULL);
+  pthread_create(&t2, NULL, answer_parked, &group);
+  pthread_join(t2, NULL);
+  for (int i = 0; i < N; i++) {
+    wait_for(&w[i], &w[i].done, 1);
+    CHECK_INT(w[i].done, ==, 1);
+    if (i % 3 == 0) {
+      CHECK_INT(w[i].code, ==, RPC_ABORTED);
+      CHECK_STR(w[i].message, "parked and failed");
+    } else {
+      CHECK_INT(w[i].code, ==, RPC_OK);
+      CHECK_INT(w[i].status, ==, 1);
+    }
+  }
+  rpc_channel_close(ch);
+  rpc_server_free(srv);
+}
+
 static void test_streams(void) {
   char target[64];
   rpc_server *srv = start(target, sizeof target);
@@ -298,6 +374,7 @@ static void test_shutdown_with_calls_in_flight(void) {
 int main(void) {
   rpc_global_init();
   RUN(test_unary_and_unknown);
+  RUN(test_replies_from_other_threads);
   RUN(test_streams);
   RUN(test_long_wait_cancel);
   RUN(test_shutdown_with_calls_in_flight);
