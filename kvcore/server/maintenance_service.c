@@ -1,6 +1,7 @@
 /* etcdserverpb.Maintenance: what `etcdctl endpoint status`, `endpoint
  * hashkv` and `alarm list` ask. */
 #include "alarms.h"
+#include "reads.h"
 #include "errors.h"
 #include "kv.h"
 #include "node.h"
@@ -78,13 +79,27 @@ static void hash_common(node *n, rpc_call *call, int64_t rev, bool kv) {
   arena_reset(a);
 }
 
-static void hash_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+static void hash_now(node *n, rpc_call *call, const ProtobufCMessage *m) {
   (void)m;
-  hash_common(ctx, call, 0, false);
+  hash_common(n, call, 0, false);
+}
+
+static void hashkv_now(node *n, rpc_call *call, const ProtobufCMessage *m) {
+  hash_common(n, call, ((const Etcdserverpb__HashKVRequest *)m)->revision, true);
+}
+
+/* Hashing reads the whole store: in a cluster, off the gRPC thread, which
+ * also carries Raft's messages (reads.h). */
+static void hash_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
+  node *n = ctx;
+  if (node_local_reads_ok(n)) return hash_now(n, call, m);
+  reads_submit_local(n->reads, call, m, hash_now);
 }
 
 static void hashkv_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
-  hash_common(ctx, call, ((const Etcdserverpb__HashKVRequest *)m)->revision, true);
+  node *n = ctx;
+  if (node_local_reads_ok(n)) return hashkv_now(n, call, m);
+  reads_submit_local(n->reads, call, m, hashkv_now);
 }
 
 /* Every action goes through the log, as etcd's (so a list is linearizable

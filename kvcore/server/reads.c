@@ -48,6 +48,7 @@ struct reads {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   read_req *pending, **pending_tail;
+  read_req *local, **local_tail; /* reads_submit_local: no read point needed */
   read_batch *batches; /* oldest first */
   uint64_t next_ctx;
   uint64_t applied;
@@ -72,6 +73,28 @@ void reads_submit(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_r
   r->pending_tail = &q->next;
   pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);
+}
+
+void reads_submit_local(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run) {
+  read_req *q = xmalloc(sizeof *q);
+  q->next = NULL;
+  q->call = call;
+  q->req = req;
+  q->run = run;
+  q->deadline = 0;
+  pthread_mutex_lock(&r->mu);
+  *r->local_tail = q;
+  r->local_tail = &q->next;
+  pthread_mutex_unlock(&r->mu);
+  pthread_cond_signal(&r->cv);
+}
+
+static void run_reqs(reads *r, read_req *q) {
+  for (read_req *next; q; q = next) {
+    next = q->next;
+    q->run(r->n, q->call, q->req);
+    free(q);
+  }
 }
 
 void reads_ready(reads *r, uint64_t ctx, uint64_t index) {
@@ -105,6 +128,17 @@ static void *reads_main(void *arg) {
   pthread_mutex_lock(&r->mu);
   for (;;) {
     if (r->stop) break;
+    if (r->local) {
+      read_req *q = r->local;
+      r->local = NULL;
+      r->local_tail = &r->local;
+      pthread_mutex_unlock(&r->mu);
+      rpc_reply_group_begin();
+      run_reqs(r, q);
+      rpc_reply_group_end();
+      pthread_mutex_lock(&r->mu);
+      continue;
+    }
     int64_t now = time_mono_ns();
     /* New reads form a batch and ask for a read point. */
     if (r->pending) {
@@ -175,11 +209,7 @@ static void *reads_main(void *arg) {
       rpc_reply_group_begin();
       for (read_batch *b = ready, *next; b; b = next) {
         next = b->next;
-        for (read_req *q = b->reqs, *qn; q; q = qn) {
-          qn = q->next;
-          q->run(r->n, q->call, q->req);
-          free(q);
-        }
+        run_reqs(r, b->reqs);
         free(b);
       }
       fail_all(expired, raftnode_lead(r->n->rn) == 0 ? &ERR_NO_LEADER : &ERR_TIMEOUT);
@@ -195,10 +225,13 @@ static void *reads_main(void *arg) {
   }
   read_req *left = r->pending;
   r->pending = NULL;
+  read_req *local = r->local;
+  r->local = NULL;
   read_batch *batches = r->batches;
   r->batches = NULL;
   pthread_mutex_unlock(&r->mu);
   fail_all(left, &ERR_STOPPED);
+  fail_all(local, &ERR_STOPPED);
   for (read_batch *b = batches, *next; b; b = next) {
     next = b->next;
     fail_all(b->reqs, &ERR_STOPPED);
@@ -211,6 +244,7 @@ reads *reads_start(node *n) {
   reads *r = xcalloc(1, sizeof *r);
   r->n = n;
   r->pending_tail = &r->pending;
+  r->local_tail = &r->local;
   pthread_mutex_init(&r->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
