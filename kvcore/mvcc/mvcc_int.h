@@ -163,12 +163,12 @@ void store_free(mvcc_store *s);
 void store_env_close(mvcc_store *s);
 /* The gate (see mvcc_store). block_* wait until the transactions of that
  * kind have ended; gate_open lets everyone in again. */
-int gate_enter_read(mvcc_store *s); /* MVCC_EIO once the store is broken */
 void gate_leave(mvcc_store *s, bool writer);
-/* An image copy is a reader that may take seconds: gate_block_reads waits
- * for copies to end before it blocks ordinary reads, so that reads (served
- * on the gRPC thread, which also carries Raft's messages) wait only for the
- * swap itself, never for a copy. */
+/* An image copy is a reader (read transactions count themselves in
+ * mvcc_read_begin) that may take seconds: gate_block_reads waits for copies
+ * to end before it blocks ordinary reads, so that reads (served on the gRPC
+ * thread, which also carries Raft's messages) wait only for the swap
+ * itself, never for a copy. MVCC_EIO once the store is broken. */
 int gate_enter_image(mvcc_store *s);
 void gate_leave_image(mvcc_store *s);
 void gate_block_writes(mvcc_store *s);

@@ -448,15 +448,6 @@ void gate_open(mvcc_store *s) {
   pthread_mutex_unlock(&s->pool_mu);
 }
 
-int gate_enter_read(mvcc_store *s) {
-  pthread_mutex_lock(&s->pool_mu);
-  while (s->block_reads) pthread_cond_wait(&s->gate_cv, &s->pool_mu);
-  bool broken = s->env_broken;
-  if (!broken) s->readers_open++;
-  pthread_mutex_unlock(&s->pool_mu);
-  return broken ? MVCC_EIO : MVCC_OK;
-}
-
 int gate_enter_image(mvcc_store *s) {
   pthread_mutex_lock(&s->pool_mu);
   while (s->block_images || s->block_reads) pthread_cond_wait(&s->gate_cv, &s->pool_mu);

@@ -93,6 +93,7 @@ static _Thread_local int group_open; /* nesting depth */
 static _Thread_local rpc_call *group_head, **group_tail;
 
 static void hand_off(rpc_call *first);
+static void start_reply(rpc_call *c);
 
 static void send_reply(rpc_call *c, grpc_byte_buffer *msg, rpc_code code, const char *message) {
   if (atomic_exchange(&c->replied, true)) {
@@ -117,19 +118,16 @@ static void send_reply(rpc_call *c, grpc_byte_buffer *msg, rpc_code code, const 
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &c->recv_cancelled;
   }
-  if (rpc_on_cq_thread()) {
-    if (grpc_call_start_batch(c->call, ops, n, &c->reply_tag, NULL) != GRPC_CALL_OK) reply_done(&c->reply_tag, false);
-    return;
-  }
+  memcpy(c->reply_ops, ops, sizeof ops);
+  c->n_reply_ops = n;
+  c->group_next = NULL;
+  if (rpc_on_cq_thread()) return start_reply(c);
   /* From another thread (the apply thread): hand the reply to the
    * completion-queue thread with an empty batch, which gRPC completes at
    * once. Sending it here would make this thread and the queue thread,
    * which reads the same connection, contend for the transport, and gRPC
    * then moves the rest of the work to its executor thread: two more
    * thread wake-ups per reply. */
-  memcpy(c->reply_ops, ops, sizeof ops);
-  c->n_reply_ops = n;
-  c->group_next = NULL;
   if (group_open) {
     *group_tail = c;
     group_tail = &c->group_next;
@@ -154,11 +152,9 @@ static void handoff_done(rpc_tag *tag, bool ok) {
 }
 
 static void hand_off(rpc_call *first) {
-  if (grpc_call_start_batch(first->call, NULL, 0, &first->handoff_tag, NULL) == GRPC_CALL_OK) return;
-  for (rpc_call *c = first, *next; c; c = next) { /* cannot happen with a live call; never lose a reply */
-    next = c->group_next;
-    start_reply(c);
-  }
+  /* Refused only for a call in a broken state: send from here, never lose a reply. */
+  if (grpc_call_start_batch(first->call, NULL, 0, &first->handoff_tag, NULL) != GRPC_CALL_OK)
+    handoff_done(&first->handoff_tag, false);
 }
 
 void rpc_reply_group_begin(void) {

@@ -180,10 +180,10 @@ static void wait_for_ownership(contender *c) {
   pthread_mutex_unlock(&mu);
 }
 
-/* An error from a proposal: propose again if it is worth it, else answer.
- * Returns true if the caller should propose again. */
 void contend_fail_kv(rpc_call *call, const rpc_error *err) { rpc_fail(call, RPC_UNKNOWN, err->message); }
 
+/* An error from a proposal: propose again if it is worth it, else answer.
+ * Returns true if the caller should propose again. */
 static bool failed_step(contender *c, const rpc_error *err) {
   pthread_mutex_lock(&mu);
   bool retry = contend_transient(err) && !c->cancelled && time_mono_ns() < c->deadline &&

@@ -39,9 +39,8 @@ static void kv_range_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   const rpc_error *e = kv_check_range(r);
   if (e) return rpc_fail_with(call, e);
   if (r->serializable || node_local_reads_ok(n)) {
-    /* A range of keys can take long: in a cluster, off the gRPC thread
-     * (reads.h). One key, or a member alone, is answered here. */
-    if (r->range_end.len > 0 && !node_local_reads_ok(n)) return reads_submit_local(n->reads, call, m, range_now);
+    /* One key is answered here; a range of keys can take long (reads.h). */
+    if (r->range_end.len > 0) return reads_submit_long(n->reads, call, m, range_now);
     return range_now(n, call, m);
   }
   reads_submit(n->reads, call, m, range_now);
@@ -95,8 +94,7 @@ static void kv_txn_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   if (e) return rpc_fail_with(call, e);
   if (kv_txn_is_readonly(r)) {
     /* Reads only: served like a Range, without touching the log. */
-    if (node_local_reads_ok(n)) return readonly_txn_now(n, call, m);
-    if (kv_txn_is_serializable(r)) return reads_submit_local(n->reads, call, m, readonly_txn_now);
+    if (kv_txn_is_serializable(r) || node_local_reads_ok(n)) return reads_submit_long(n->reads, call, m, readonly_txn_now);
     return reads_submit(n->reads, call, m, readonly_txn_now);
   }
   e = alarms_quota_check(n, alarms_cost_txn(r));

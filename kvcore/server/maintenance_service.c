@@ -1,12 +1,12 @@
 /* etcdserverpb.Maintenance: what `etcdctl endpoint status`, `endpoint
  * hashkv` and `alarm list` ask. */
 #include "alarms.h"
-#include "reads.h"
 #include "errors.h"
 #include "kv.h"
 #include "node.h"
 #include "pipeline.h"
 #include "raftnode.h"
+#include "reads.h"
 #include "services.h"
 
 #include <pthread.h>
@@ -88,18 +88,15 @@ static void hashkv_now(node *n, rpc_call *call, const ProtobufCMessage *m) {
   hash_common(n, call, ((const Etcdserverpb__HashKVRequest *)m)->revision, true);
 }
 
-/* Hashing reads the whole store: in a cluster, off the gRPC thread, which
- * also carries Raft's messages (reads.h). */
+/* Hashing reads the whole store: a long read (reads.h). */
 static void hash_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   node *n = ctx;
-  if (node_local_reads_ok(n)) return hash_now(n, call, m);
-  reads_submit_local(n->reads, call, m, hash_now);
+  reads_submit_long(n->reads, call, m, hash_now);
 }
 
 static void hashkv_rpc(void *ctx, rpc_call *call, const ProtobufCMessage *m) {
   node *n = ctx;
-  if (node_local_reads_ok(n)) return hashkv_now(n, call, m);
-  reads_submit_local(n->reads, call, m, hashkv_now);
+  reads_submit_long(n->reads, call, m, hashkv_now);
 }
 
 /* Every action goes through the log, as etcd's (so a list is linearizable

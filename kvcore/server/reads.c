@@ -48,12 +48,18 @@ struct reads {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   read_req *pending, **pending_tail;
-  read_req *local, **local_tail; /* reads_submit_local: no read point needed */
+  read_req *local, **local_tail; /* reads_submit_long: no read point needed */
   read_batch *batches; /* oldest first */
   uint64_t next_ctx;
   uint64_t applied;
   bool stop;
 };
+
+static read_req *new_req(rpc_call *call, const ProtobufCMessage *req, reads_run_fn run, int64_t deadline) {
+  read_req *q = xmalloc(sizeof *q);
+  *q = (read_req){.call = call, .req = req, .run = run, .deadline = deadline};
+  return q;
+}
 
 void reads_submit(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run) {
   size_t hl;
@@ -62,12 +68,7 @@ void reads_submit(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_r
     rpc_fail_with(call, &ERR_NO_LEADER);
     return;
   }
-  read_req *q = xmalloc(sizeof *q);
-  q->next = NULL;
-  q->call = call;
-  q->req = req;
-  q->run = run;
-  q->deadline = time_mono_ns() + pipeline_request_timeout_ms(r->n) * 1000000;
+  read_req *q = new_req(call, req, run, time_mono_ns() + pipeline_request_timeout_ms(r->n) * 1000000);
   pthread_mutex_lock(&r->mu);
   *r->pending_tail = q;
   r->pending_tail = &q->next;
@@ -75,13 +76,12 @@ void reads_submit(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_r
   pthread_mutex_unlock(&r->mu);
 }
 
-void reads_submit_local(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run) {
-  read_req *q = xmalloc(sizeof *q);
-  q->next = NULL;
-  q->call = call;
-  q->req = req;
-  q->run = run;
-  q->deadline = 0;
+void reads_submit_long(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run) {
+  if (node_local_reads_ok(r->n)) {
+    run(r->n, call, req);
+    return;
+  }
+  read_req *q = new_req(call, req, run, 0);
   pthread_mutex_lock(&r->mu);
   *r->local_tail = q;
   r->local_tail = &q->next;

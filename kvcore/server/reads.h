@@ -16,10 +16,11 @@ void reads_stop(reads *r);
 /* req must live until run is called (it is the call's request). */
 void reads_submit(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run);
 /* A read that needs no read point but may take long (a range, a hash of
- * the store): runs on the reads thread as soon as it can, so that the gRPC
- * thread, which also carries Raft's messages between members, never waits
- * for it. */
-void reads_submit_local(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run);
+ * the store). In a cluster it runs on the reads thread as soon as it can,
+ * so that the gRPC thread, which also carries Raft's messages between
+ * members, never waits for it; a member alone (no Raft traffic) runs it at
+ * once. */
+void reads_submit_long(reads *r, rpc_call *call, const ProtobufCMessage *req, reads_run_fn run);
 /* From the Raft loop: reads batched under ctx may run at index. */
 void reads_ready(reads *r, uint64_t ctx, uint64_t index);
 /* From the apply thread. */

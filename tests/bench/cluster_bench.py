@@ -182,11 +182,6 @@ def load_rounds(clusters, total, rounds):
     return out
 
 
-def median(v):
-    v = sorted(v)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--total", type=int, default=100000)
@@ -240,7 +235,8 @@ def main():
             sv = [x[key] for x in s["rounds"][load_name]]
             ev = [x[key] for x in e["rounds"][load_name]]
             ratios = [x / y for x, y in zip(sv, ev) if y]
-            print("%-34s %10.2f %10.2f %8.2f %6.2f - %-5.2f  %s" % (name, median(sv), median(ev), median(ratios),
+            med = statistics.median
+            print("%-34s %10.2f %10.2f %8.2f %6.2f - %-5.2f  %s" % (name, med(sv), med(ev), med(ratios),
                                                                     min(ratios), max(ratios), target))
         if "failover" in s and "failover" in e:
             print("%-34s %10.2f %10.2f %8.2f %14s  %s" % ("failover median s", s["failover"]["median"],

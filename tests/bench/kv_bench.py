@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -197,11 +198,6 @@ def run_round(servers, r, total, results):
             if load in ("put1", "range1"):
                 x["avg_ms"] = 1000.0 / x["qps"]  # one client: exact, unlike the tool's 0.1 ms rounding
             results[kind][load].append(x)
-
-
-def median(v):
-    v = sorted(v)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def report(results, fsync):
