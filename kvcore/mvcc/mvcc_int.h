@@ -80,6 +80,7 @@ struct mvcc_store {
   bool prealloc;      /* fallocate works: the file is allocated ahead (space.c) */
   uint64_t allocated; /* pages of data.mdb known allocated on disk */
   bool release_map;   /* unmap the map's pages at checkpoints */
+  int uffd;           /* userfaultfd that turns off fault-around on the map, or -1 (space.c) */
   uint64_t shared_base; /* process's resident shared pages before the map's */
   unsigned commits_unpolled; /* writer only: commits since space_after_commit looked */
   int64_t polled_ns;         /* writer only: when space_after_commit last looked */
@@ -186,6 +187,13 @@ bool mvcc_test_writemap(const mvcc_store *s);
 /* After the environment opened: finds the map; with WRITEMAP, allocates
  * the used part of the file and a chunk ahead. */
 int space_open(mvcc_store *s);
+/* Before the environment closes: undoes what space_open set up beside
+ * LMDB (the userfaultfd). */
+void space_close(mvcc_store *s);
+/* Tests only: whether space_open turns fault-around off (default true; it
+ * still does only where the kernel can), and whether it did for s. */
+void mvcc_test_set_fault_around_off(bool on);
+bool mvcc_test_fault_around_off(const mvcc_store *s);
 /* Whether fallocate works in dir (WRITEMAP is safe only then): 0 or -1. */
 int space_probe(const char *dir);
 /* Before a change that may use up to `pages` more pages: with WRITEMAP,

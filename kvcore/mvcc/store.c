@@ -276,6 +276,7 @@ static int lock_dir(mvcc_store *s) {
 }
 
 void store_free(mvcc_store *s) {
+  space_close(s);
   if (s->env) mdb_env_close(s->env);
   pthread_cond_destroy(&s->gate_cv);
   if (s->lock_fd >= 0) close(s->lock_fd);
@@ -303,6 +304,7 @@ static void free_read_pool(mvcc_store *s) {
 
 void store_env_close(mvcc_store *s) {
   free_read_pool(s);
+  space_close(s);
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
   s->map = NULL;
@@ -346,6 +348,7 @@ mvcc_store *store_alloc(const char *dir) {
   s->dir = xstrdup(dir);
   s->lock_fd = -1;
   s->data_fd = -1;
+  s->uffd = -1;
   s->checkpoint_ms = DEFAULT_CHECKPOINT_MS;
   s->map_size = DEFAULT_MAP_SIZE;
   ticket_lock_init(&s->wlock);

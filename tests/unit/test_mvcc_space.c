@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -239,6 +241,82 @@ static void test_release_under_readers(void) {
   tmpdir_remove(dir);
 }
 
+/* Resident file pages of the process, in KiB. */
+static long rss_file_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "RssFile:", 8) == 0) kb = atol(line + 8);
+  if (f) fclose(f);
+  return kb;
+}
+
+/* Opens the store at dir (fault-around off or not), reads every 40th of
+ * 4000 keys, and returns how much of the file that mapped, in KiB. */
+static long mapped_by_scattered_reads(const char *dir, bool fault_around_off, bool *registered) {
+  mvcc_test_set_fault_around_off(fault_around_off);
+  mvcc_options o = {.dir = dir, .checkpoint_ms = 3600 * 1000};
+  mvcc_store *s;
+  *registered = false;
+  CHECK_INT(mvcc_open(&o, &s), ==, MVCC_OK);
+  if (!s) return 0;
+  *registered = mvcc_test_fault_around_off(s);
+  space_release(s);
+  long before = rss_file_kb();
+  for (int k = 0; k < 4000; k += 40) {
+    char key[16];
+    snprintf(key, sizeof key, "key-%05d", k);
+    int rc;
+    CHECK(tget(s, key, 0, &rc) != NULL);
+  }
+  long grown = rss_file_kb() - before;
+  mvcc_close(s);
+  mvcc_test_set_fault_around_off(true);
+  return grown;
+}
+
+/* With the map registered with userfaultfd (space.c), a read fault maps the
+ * page read, not its neighbours: 100 point reads over an 8 MiB store map
+ * a few pages each, where fault-around maps 16 pages or whole folios per
+ * fault. */
+static void test_fault_around_off(void) {
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  char value[2000];
+  memset(value, 'v', sizeof value);
+  for (int batch = 0; batch < 40; batch++) {
+    mvcc_txn *t;
+    REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
+    for (int k = batch * 100; k < (batch + 1) * 100; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "key-%05d", k);
+      CHECK_INT(mvcc_put(t, K(key), (const uint8_t *)value, sizeof value, 0, NULL), ==, MVCC_OK);
+    }
+    CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
+  }
+  mvcc_close(s);
+  bool registered, unused;
+  long with_fault_around = mapped_by_scattered_reads(dir, false, &unused);
+  long without = mapped_by_scattered_reads(dir, true, &registered);
+  if (!registered) {
+    /* Only a kernel before 6.7, or one without userfaultfd, may refuse. */
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0) sscanf(u.release, "%d.%d", &major, &minor);
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
+    bool kernel_can = fd >= 0 && (major > 6 || (major == 6 && minor >= 7));
+    if (fd >= 0) close(fd);
+    CHECK(!kernel_can);
+    fprintf(stderr, "  skipped: this kernel cannot turn fault-around off (needs Linux 6.7)\n");
+  } else {
+    fprintf(stderr, "  100 reads mapped %ld KiB (with fault-around %ld KiB)\n", without, with_fault_around);
+    CHECK(without < 100 * 8 * 4); /* a few pages per read: the kidx and hist paths */
+    CHECK(without * 4 < with_fault_around);
+  }
+  tmpdir_remove(dir);
+}
+
 int main(void) {
   log_set_level(getenv("SYNOD_LOG") ? LOG_DEBUG : LOG_FATAL);
   for (int writemap = 0; writemap < 2; writemap++) {
@@ -248,6 +326,7 @@ int main(void) {
     RUN(test_injected_enospc);
     RUN(test_db_size);
     RUN(test_release_under_readers);
+    RUN(test_fault_around_off);
   }
   return testing_done();
 }
