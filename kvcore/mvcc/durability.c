@@ -405,7 +405,12 @@ static void *checkpoint_main(void *arg) {
       while (!s->ck_stop && !atomic_load(&s->ck_urgent) &&
              pthread_cond_timedwait(&s->ck_cv, &s->ck_mu, &ts) == 0) {
       }
-      if (!s->ck_stop && !atomic_load(&s->ck_urgent)) space_poll(s);
+      if (!s->ck_stop && !atomic_load(&s->ck_urgent)) {
+        space_poll(s);
+        pthread_mutex_unlock(&s->ck_mu); /* reads for milliseconds: hold nobody back */
+        space_prepare(s);
+        pthread_mutex_lock(&s->ck_mu);
+      }
     }
     if (s->ck_stop) break;
     atomic_store(&s->ck_urgent, false);

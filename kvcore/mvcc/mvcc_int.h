@@ -79,6 +79,9 @@ struct mvcc_store {
   size_t map_len;
   bool prealloc;      /* fallocate works: the file is allocated ahead (space.c) */
   uint64_t allocated; /* pages of data.mdb known allocated on disk */
+  _Atomic uint64_t allocated_seen; /* `allocated`, for the checkpoint thread (space_prepare) */
+  int prepare_fd;      /* data.mdb read without readahead, or -1 (space_prepare) */
+  uint64_t prepared;   /* checkpoint thread only: pages below are prepared, or LMDB's */
   bool release_map;   /* unmap the map's pages at checkpoints */
   int uffd;           /* userfaultfd that turns off fault-around on the map, or -1 (space.c) */
   uint64_t shared_base; /* process's resident shared pages before the map's */
@@ -205,6 +208,11 @@ uint64_t space_change_pages(const mvcc_store *s, size_t key_len, size_t value_le
 /* Drops the map's page-table entries (the pages stay in the page cache).
  * Between write transactions. */
 void space_release(mvcc_store *s);
+/* From the checkpoint thread, every SPACE_POLL_MS, without the checkpoint
+ * lock: puts the next pages of the part allocated ahead into the page cache
+ * as single pages (pwrite mode), at most SPACE_PREPARE_PAGES a call. */
+void space_prepare(mvcc_store *s);
+enum { SPACE_PREPARE_PAGES = 2048 };
 /* From the checkpoint thread, every SPACE_POLL_MS: if more than
  * SPACE_RESIDENT of the file is mapped, takes the writer lock for a moment
  * and releases the map. */

@@ -349,6 +349,7 @@ mvcc_store *store_alloc(const char *dir) {
   s->lock_fd = -1;
   s->data_fd = -1;
   s->uffd = -1;
+  s->prepare_fd = -1;
   s->checkpoint_ms = DEFAULT_CHECKPOINT_MS;
   s->map_size = DEFAULT_MAP_SIZE;
   ticket_lock_init(&s->wlock);
