@@ -137,6 +137,9 @@ void *rpc_call_alloc(rpc_call *c, size_t n);
 /* Queues a message. Returns 0, or -1 if the stream is closed or finishing.
  * The queue is unbounded here; callers bound it with rpc_stream_queued. */
 int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg);
+/* The same for a message its producer encoded itself (the watch hub
+ * encodes each event once for every watcher that gets it): data is copied. */
+int rpc_stream_send_bytes(rpc_stream *s, const void *data, size_t len);
 /* Bytes packed and not yet handed to the transport. */
 size_t rpc_stream_queued(rpc_stream *s);
 /* Ends the stream with a status once queued messages are sent. */

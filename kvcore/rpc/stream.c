@@ -115,7 +115,12 @@ static void send_next_locked(rpc_stream *s) {
     s->md_sent = true;
   }
   ops[n].op = GRPC_OP_SEND_MESSAGE;
-  ops[n++].data.send_message.send_message = s->inflight;
+  ops[n].data.send_message.send_message = s->inflight;
+  /* More queued behind this one: let gRPC buffer it (the send completes at
+   * once) and write it with the next, instead of one write per message.
+   * The last queued message goes without the hint and flushes them all. */
+  if (s->head) ops[n].flags = GRPC_WRITE_BUFFER_HINT;
+  n++;
   s->sending = true;
   if (!start_batch(s, ops, n, &s->send_tag)) {
     s->sending = false;
@@ -165,17 +170,12 @@ static void status_done(rpc_tag *tag, bool ok) {
   rpc_stream_unref(s);
 }
 
-int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg) {
-  pthread_mutex_lock(&s->qmu);
-  if (s->over || s->finishing) {
-    pthread_mutex_unlock(&s->qmu);
-    return -1;
-  }
-  pthread_mutex_unlock(&s->qmu);
-  /* Pack outside the lock: messages can be large. */
+/* Queues bb (len bytes), packed outside the lock: messages can be large. */
+static int enqueue(rpc_stream *s, grpc_byte_buffer *bb, size_t len) {
   qitem *q = xmalloc(sizeof *q);
   q->next = NULL;
-  q->bb = rpc_pack(msg, &q->len);
+  q->bb = bb;
+  q->len = len;
   pthread_mutex_lock(&s->qmu);
   if (s->over || s->finishing) {
     pthread_mutex_unlock(&s->qmu);
@@ -189,6 +189,24 @@ int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg) {
   if (!s->sending) send_next_locked(s);
   pthread_mutex_unlock(&s->qmu);
   return 0;
+}
+
+int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg) {
+  pthread_mutex_lock(&s->qmu);
+  bool gone = s->over || s->finishing;
+  pthread_mutex_unlock(&s->qmu);
+  if (gone) return -1; /* spare the packing */
+  size_t len;
+  grpc_byte_buffer *bb = rpc_pack(msg, &len);
+  return enqueue(s, bb, len);
+}
+
+int rpc_stream_send_bytes(rpc_stream *s, const void *data, size_t len) {
+  grpc_slice slice = grpc_slice_malloc(len);
+  if (len) memcpy(GRPC_SLICE_START_PTR(slice), data, len);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  return enqueue(s, bb, len);
 }
 
 size_t rpc_stream_queued(rpc_stream *s) {

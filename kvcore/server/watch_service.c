@@ -10,10 +10,12 @@
 #include <stdlib.h>
 
 static int sink_send(void *sink, const ProtobufCMessage *m) { return rpc_stream_send(sink, m); }
+static int sink_send_bytes(void *sink, const uint8_t *data, size_t len) { return rpc_stream_send_bytes(sink, data, len); }
 static size_t sink_queued(void *sink) { return rpc_stream_queued(sink); }
 static void sink_finish(void *sink, int code, const char *message) { rpc_stream_finish(sink, (rpc_code)code, message); }
 
-static const watch_sink_ops sink_ops = {.send = sink_send, .queued = sink_queued, .finish = sink_finish};
+static const watch_sink_ops sink_ops = {
+    .send = sink_send, .send_bytes = sink_send_bytes, .queued = sink_queued, .finish = sink_finish};
 
 static void *watch_open(void *ctx, rpc_stream *s) {
   node *n = ctx;

@@ -170,44 +170,82 @@ typedef struct {
   uint32_t ci;
 } match_ctx;
 
+/* A new pending entry for change ci, linked after *last (or first). */
+static uint32_t pend_add(watch_hub *h, uint32_t ci, uint32_t *first, uint32_t *last) {
+  if (h->npend == h->pend_cap) {
+    h->pend_cap = h->pend_cap ? h->pend_cap * 2 : 1024;
+    h->pend = xrealloc(h->pend, h->pend_cap * sizeof *h->pend);
+  }
+  uint32_t p = (uint32_t)h->npend++;
+  h->pend[p] = (pend){ci, PEND_NONE};
+  if (*first == PEND_NONE) *first = p;
+  else h->pend[*last].next = p;
+  *last = p;
+  return p;
+}
+
+/* A range watcher holds the change's key: filtered here, once. */
 static void on_match(void *arg, watcher *w) {
   match_ctx *m = arg;
   watch_hub *h = m->h;
   const mvcc_change *c = &h->chg[m->ci].c;
   if (c->main < w->min_rev) return; /* created after it, or already sent */
   if (w->flags & (c->is_delete ? WF_NODELETE : WF_NOPUT)) return;
-  if (h->npend == h->pend_cap) {
-    h->pend_cap = h->pend_cap ? h->pend_cap * 2 : 1024;
-    h->pend = xrealloc(h->pend, h->pend_cap * sizeof *h->pend);
-  }
-  uint32_t p = (uint32_t)h->npend++;
-  h->pend[p] = (pend){m->ci, PEND_NONE};
   if (w->pfirst == PEND_NONE) {
-    w->pfirst = p;
     w->tnext = h->touched;
     h->touched = w;
-  } else {
-    h->pend[w->plast].next = p;
   }
-  w->plast = p;
+  pend_add(h, m->ci, &w->pfirst, &w->plast);
 }
 
-/* Sends what the touched watchers have pending, up to revision upto. A
- * watcher whose stream is congested becomes a victim, remembering the first
- * revision it did not get. */
+/* A key group's key changed: noted once for all its watchers, which
+ * respond_events filters one by one. */
+static void on_group(void *arg, wgroup *g) {
+  match_ctx *m = arg;
+  watch_hub *h = m->h;
+  if (g->pfirst == PEND_NONE) {
+    g->tnext = h->touched_groups;
+    h->touched_groups = g;
+  }
+  pend_add(h, m->ci, &g->pfirst, &g->plast);
+}
+
+/* Sends w what it takes of the list at first, up to revision upto. A
+ * watcher whose stream is congested becomes a victim, remembering the
+ * first revision it did not get. */
+static void deliver_to(watch_hub *h, widx *ix, watcher *w, uint32_t first, int64_t upto, evlist shared[2]) {
+  int64_t stuck = respond_events(h, w, first, upto, shared);
+  if (stuck) {
+    w->min_rev = stuck;
+    if (w->state == WS_CATCHUP) widx_del(ix, w);
+    hub_make_victim(h, w);
+  } else if (w->min_rev <= upto) {
+    w->min_rev = upto + 1;
+  }
+}
+
+/* Sends what the touched groups and range watchers have pending, up to
+ * revision upto. */
 static void flush(watch_hub *h, widx *ix, int64_t upto) {
+  for (wgroup *g = h->touched_groups, *gnext; g; g = gnext) {
+    gnext = g->tnext;
+    evlist shared[2] = {{0}};
+    /* deliver_to may take w out of the group (a victim), never another */
+    for (watcher *w = g->first, *next; w; w = next) {
+      next = w->ix.h.next;
+      deliver_to(h, ix, w, g->pfirst, upto, shared);
+    }
+    g->pfirst = g->plast = PEND_NONE;
+    g->tnext = NULL;
+    widx_group_done(ix, g); /* if its watchers left meanwhile */
+  }
+  h->touched_groups = NULL;
   for (watcher *w = h->touched, *next; w; w = next) {
     next = w->tnext;
-    int64_t stuck = respond_events(h, w, upto);
+    uint32_t first = w->pfirst;
     w->pfirst = w->plast = PEND_NONE;
     w->tnext = NULL;
-    if (stuck) {
-      w->min_rev = stuck;
-      if (w->state == WS_CATCHUP) widx_del(ix, w);
-      hub_make_victim(h, w);
-    } else {
-      w->min_rev = upto + 1;
-    }
+    deliver_to(h, ix, w, first, upto, NULL);
   }
   h->touched = NULL;
   h->npend = 0;
@@ -220,7 +258,7 @@ static void dispatch(watch_hub *h, widx *ix, int64_t end) {
     const mvcc_change *c = &h->chg[i].c;
     if (i > 0 && c->main != h->chg[i - 1].c.main && h->npend >= PEND_FLUSH) flush(h, ix, h->chg[i - 1].c.main);
     m.ci = (uint32_t)i;
-    widx_match(ix, c->kv.key, c->kv.key_len, on_match, &m);
+    widx_match(ix, c->kv.key, c->kv.key_len, on_group, on_match, &m);
   }
   flush(h, ix, end);
 }
@@ -228,6 +266,7 @@ static void dispatch(watch_hub *h, widx *ix, int64_t end) {
 static void end_step(watch_hub *h) {
   h->nchg = 0;
   h->txn = NULL;
+  h->hdr_rev = 0; /* the term may change before the next step */
   arena_reset(h->mem);
 }
 
@@ -251,24 +290,26 @@ static void check_deferred_progress(watch_hub *h);
 /* Compaction overtook delivery (it cannot, given the snapshots; this is
  * the safe answer if it ever does): every synced watcher goes through
  * catch-up, which cancels the ones that lost events, as etcd would. */
+typedef struct {
+  watcher **all;
+  size_t n;
+} collected;
+
+static void collect_watcher(void *arg, watcher *w) {
+  collected *c = arg;
+  c->all[c->n++] = w;
+}
+
 static void resync_all(watch_hub *h, int64_t d) {
-  watcher **all = xmalloc((widx_count(&h->synced) + 1) * sizeof *all);
-  size_t n = 0;
-  for (size_t b = 0; b < h->synced.nbuckets; b++)
-    for (watcher *w = h->synced.buckets[b]; w; w = w->ix.h.next) all[n++] = w;
-  while (h->synced.root) {
-    watcher *w = h->synced.root;
+  collected c = {xmalloc((widx_count(&h->synced) + 1) * sizeof *c.all), 0};
+  widx_each(&h->synced, collect_watcher, &c);
+  for (size_t i = 0; i < c.n; i++) {
+    watcher *w = c.all[i];
     widx_del(&h->synced, w);
-    w->state = WS_DEAD;
-    all[n++] = w;
-  }
-  for (size_t i = 0; i < n; i++) {
-    watcher *w = all[i];
-    if (w->state == WS_SYNCED) widx_del(&h->synced, w);
     if (w->min_rev < d + 1) w->min_rev = d + 1;
     hub_add_unsynced(h, w);
   }
-  free(all);
+  free(c.all);
 }
 
 /* Delivers one bounded chunk of (D, n] to the synced watchers (mu held).

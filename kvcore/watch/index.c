@@ -1,7 +1,8 @@
 /* The matching index: which watchers does a changed key concern?
  *
  * Single-key watchers (the common case: a lock waiter on its predecessor)
- * sit in a hash table; a lookup costs one hash and the watchers of that key.
+ * sit in a hash table of key groups; a change costs one hash and one key
+ * comparison however many watchers its key has.
  * Range and from-key watchers (prefixes: a registry, a config tree) sit in
  * a treap ordered by range start, each node knowing the range that ends
  * last in its subtree: a key visits only subtrees that can hold a range
@@ -32,6 +33,11 @@ void widx_init(widx *x) {
 }
 
 void widx_free(widx *x) {
+  for (size_t i = 0; i < x->nbuckets; i++)
+    for (wgroup *g = x->buckets[i], *next; g; g = next) {
+      next = g->next;
+      free(g);
+    }
   free(x->buckets);
   memset(x, 0, sizeof *x);
 }
@@ -40,17 +46,15 @@ size_t widx_count(const widx *x) { return x->nkeys + x->nranges; }
 
 /* ---------------------------------------------------------------- keys */
 
-static void keys_grow(widx *x) {
+static void groups_grow(widx *x) {
   size_t nb = x->nbuckets ? x->nbuckets * 2 : 64;
-  watcher **b = xcalloc(nb, sizeof *b);
+  wgroup **b = xcalloc(nb, sizeof *b);
   for (size_t i = 0; i < x->nbuckets; i++) {
-    for (watcher *w = x->buckets[i], *next; w; w = next) {
-      next = w->ix.h.next;
-      watcher **slot = &b[w->hash & (nb - 1)];
-      w->ix.h.prev = NULL;
-      w->ix.h.next = *slot;
-      if (*slot) (*slot)->ix.h.prev = w;
-      *slot = w;
+    for (wgroup *g = x->buckets[i], *next; g; g = next) {
+      next = g->next;
+      wgroup **slot = &b[g->hash & (nb - 1)];
+      g->next = *slot;
+      *slot = g;
     }
   }
   free(x->buckets);
@@ -58,22 +62,53 @@ static void keys_grow(widx *x) {
   x->nbuckets = nb;
 }
 
+static wgroup *group_find(const widx *x, uint32_t hash, const uint8_t *key, size_t key_len) {
+  if (!x->nbuckets) return NULL;
+  for (wgroup *g = x->buckets[hash & (x->nbuckets - 1)]; g; g = g->next)
+    if (g->hash == hash && g->key_len == key_len && memcmp(g->key, key, key_len) == 0) return g;
+  return NULL;
+}
+
 static void keys_add(widx *x, watcher *w) {
-  if (x->nkeys >= x->nbuckets) keys_grow(x);
-  watcher **slot = &x->buckets[w->hash & (x->nbuckets - 1)];
+  wgroup *g = group_find(x, w->hash, w->key, w->key_len);
+  if (!g) {
+    if (x->ngroups >= x->nbuckets) groups_grow(x);
+    g = xcalloc(1, sizeof *g + w->key_len);
+    g->hash = w->hash;
+    g->key_len = w->key_len;
+    memcpy(g->key, w->key, w->key_len);
+    g->pfirst = g->plast = PEND_NONE;
+    wgroup **slot = &x->buckets[g->hash & (x->nbuckets - 1)];
+    g->next = *slot;
+    *slot = g;
+    x->ngroups++;
+  }
+  w->ix.h.g = g;
   w->ix.h.prev = NULL;
-  w->ix.h.next = *slot;
-  if (*slot) (*slot)->ix.h.prev = w;
-  *slot = w;
+  w->ix.h.next = g->first;
+  if (g->first) g->first->ix.h.prev = w;
+  g->first = w;
   x->nkeys++;
 }
 
+void widx_group_done(widx *x, wgroup *g) {
+  if (g->first || g->pfirst != PEND_NONE) return;
+  wgroup **p = &x->buckets[g->hash & (x->nbuckets - 1)];
+  while (*p != g) p = &(*p)->next;
+  *p = g->next;
+  x->ngroups--;
+  free(g);
+}
+
 static void keys_del(widx *x, watcher *w) {
+  wgroup *g = w->ix.h.g;
   if (w->ix.h.prev) w->ix.h.prev->ix.h.next = w->ix.h.next;
-  else x->buckets[w->hash & (x->nbuckets - 1)] = w->ix.h.next;
+  else g->first = w->ix.h.next;
   if (w->ix.h.next) w->ix.h.next->ix.h.prev = w->ix.h.prev;
   w->ix.h.next = w->ix.h.prev = NULL;
+  w->ix.h.g = NULL;
   x->nkeys--;
+  widx_group_done(x, g);
 }
 
 /* ---------------------------------------------------------------- ranges */
@@ -191,13 +226,25 @@ void widx_del(widx *x, watcher *w) {
   w->ix.t.l = w->ix.t.r = NULL;
 }
 
-void widx_match(const widx *x, const uint8_t *key, size_t key_len, widx_fn fn, void *arg) {
+void widx_match(const widx *x, const uint8_t *key, size_t key_len, widx_group_fn group_fn, widx_fn fn,
+                void *arg) {
   if (x->nkeys) {
-    uint32_t h = widx_hash(key, key_len);
-    for (watcher *w = x->buckets[h & (x->nbuckets - 1)], *next; w; w = next) {
-      next = w->ix.h.next; /* fn may not change x, but stay safe on w */
-      if (w->hash == h && w->key_len == key_len && memcmp(w->key, key, key_len) == 0) fn(arg, w);
-    }
+    wgroup *g = group_find(x, widx_hash(key, key_len), key, key_len);
+    if (g && g->first) group_fn(arg, g);
   }
   if (x->root) tree_match(x->root, key, key_len, fn, arg);
+}
+
+static void tree_each(watcher *n, widx_fn fn, void *arg) {
+  for (; n; n = n->ix.t.r) {
+    tree_each(n->ix.t.l, fn, arg);
+    fn(arg, n);
+  }
+}
+
+void widx_each(const widx *x, widx_fn fn, void *arg) {
+  for (size_t i = 0; i < x->nbuckets; i++)
+    for (wgroup *g = x->buckets[i]; g; g = g->next)
+      for (watcher *w = g->first; w; w = w->ix.h.next) fn(arg, w);
+  tree_each(x->root, fn, arg);
 }

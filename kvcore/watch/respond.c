@@ -127,38 +127,140 @@ static int send_fragments(watch_hub *h, watch_stream *s, Etcdserverpb__WatchResp
   return 0;
 }
 
-int64_t respond_events(watch_hub *h, watcher *w, int64_t upto) {
-  watch_stream *s = w->stream;
+/* ---------------------------------------------------------------- encoding
+ *
+ * Most responses are encoded here rather than by protobuf-c: a change's
+ * event is already encoded, the header is packed once per revision, and
+ * the rest is three tags, so a thousand watchers of one key cost a
+ * thousand small copies instead of a thousand packings. The bytes are
+ * those protobuf-c makes of the same message (fields in number order,
+ * zero scalars left out, the events last), which test_watch checks. */
+
+static size_t varint_put(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) p[n++] = (uint8_t)(v | 0x80), v >>= 7;
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* The packed ResponseHeader at revision rev (cached for the step). */
+static void header_at(watch_hub *h, int64_t rev) {
+  if (h->hdr_rev == rev && rev) return;
+  Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+  hub_fill_header(h, &hdr, rev);
+  h->hdr_len = protobuf_c_message_pack(&hdr.base, h->hdr_enc); /* four varints: at most 40 bytes */
+  h->hdr_rev = rev;
+}
+
+enum { TAG_HEADER = 0x0a, TAG_WATCH_ID = 0x10, TAG_EVENTS = 0x5a }; /* fields 1, 2 and 11 */
+
+size_t respond_encode(uint8_t *out, const uint8_t *hdr, size_t hdr_len, int64_t watch_id,
+                      const ProtobufCMessageUnknownField *evs, size_t n) {
+  size_t at = 0;
+  out[at++] = TAG_HEADER;
+  at += varint_put(out + at, hdr_len);
+  memcpy(out + at, hdr, hdr_len);
+  at += hdr_len;
+  if (watch_id) {
+    out[at++] = TAG_WATCH_ID;
+    at += varint_put(out + at, (uint64_t)watch_id);
+  }
+  for (size_t i = 0; i < n; i++) {
+    out[at++] = TAG_EVENTS;
+    memcpy(out + at, evs[i].data, evs[i].len);
+    at += evs[i].len;
+  }
+  return at;
+}
+
+size_t respond_encoded_size(size_t hdr_len, int64_t watch_id, const ProtobufCMessageUnknownField *evs, size_t n) {
+  size_t size = 1 + varint_len(hdr_len) + hdr_len + (watch_id ? 1 + varint_len((uint64_t)watch_id) : 0);
+  for (size_t i = 0; i < n; i++) size += 1 + evs[i].len;
+  return size;
+}
+
+/* ---------------------------------------------------------------- events of a watcher */
+
+static bool takes(const watcher *w, const mvcc_change *c) {
+  return c->main >= w->min_rev && !(w->flags & (c->is_delete ? WF_NODELETE : WF_NOPUT));
+}
+
+/* The events of the list at first that w takes (all of them if !filter). */
+static void build_events(watch_hub *h, const watcher *w, uint32_t first, bool filter, evlist *out) {
   int with_prev = (w->flags & WF_PREV_KV) != 0;
   size_t n = 0;
-  for (uint32_t p = w->pfirst; p != PEND_NONE; p = h->pend[p].next) n++;
-  ProtobufCMessageUnknownField *evs = arena_alloc(h->mem, n * sizeof *evs);
-  int64_t *revs = arena_alloc(h->mem, n * sizeof *revs);
-  size_t i = 0;
-  for (uint32_t p = w->pfirst; p != PEND_NONE; p = h->pend[p].next, i++) {
+  for (uint32_t p = first; p != PEND_NONE; p = h->pend[p].next)
+    if (!filter || takes(w, &h->chg[h->pend[p].change].c)) n++;
+  out->evs = arena_alloc(h->mem, (n ? n : 1) * sizeof *out->evs);
+  out->revs = arena_alloc(h->mem, (n ? n : 1) * sizeof *out->revs);
+  out->n = 0;
+  for (uint32_t p = first; p != PEND_NONE; p = h->pend[p].next) {
     wchange *wc = &h->chg[h->pend[p].change];
+    if (filter && !takes(w, &wc->c)) continue;
     build_event(h, wc, with_prev);
-    evs[i] = (ProtobufCMessageUnknownField){.tag = 11, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
-                                            .len = wc->enc_len[with_prev], .data = wc->enc[with_prev]};
-    revs[i] = wc->c.main;
+    out->evs[out->n] = (ProtobufCMessageUnknownField){.tag = 11, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                                      .len = wc->enc_len[with_prev], .data = wc->enc[with_prev]};
+    out->revs[out->n++] = wc->c.main;
+  }
+  out->built = true;
+}
+
+static int send_events(watch_hub *h, watcher *w, const ProtobufCMessageUnknownField *evs, size_t n, int64_t rev) {
+  watch_stream *s = w->stream;
+  header_at(h, rev);
+  if (s->ops->send_bytes && !(w->flags & WF_FRAGMENT)) {
+    size_t len = respond_encoded_size(h->hdr_len, w->id, evs, n);
+    uint8_t *buf = arena_alloc(h->mem, len);
+    respond_encode(buf, h->hdr_enc, h->hdr_len, w->id, evs, n);
+    h->responses_sent++;
+    h->events_sent += n;
+    return s->ops->send_bytes(s->sink, buf, len);
   }
   Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-  hub_fill_header(h, &hdr, upto);
+  hub_fill_header(h, &hdr, rev);
+  Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
+  r.header = &hdr;
+  r.watch_id = w->id;
+  r.base.unknown_fields = (ProtobufCMessageUnknownField *)evs;
+  r.base.n_unknown_fields = n;
+  if (w->flags & WF_FRAGMENT) return send_fragments(h, s, &r);
+  return send(h, s, &r, n);
+}
+
+/* The first of revs[0..n) at or above rev (n if none). */
+static size_t first_at(const int64_t *revs, size_t n, int64_t rev) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (revs[mid] < rev) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+int64_t respond_events(watch_hub *h, watcher *w, uint32_t first, int64_t upto, evlist shared[2]) {
+  if (first == PEND_NONE) return 0;
+  int with_prev = (w->flags & WF_PREV_KV) != 0;
+  /* A watcher without filters takes a suffix of the list (those at or
+   * above its min_rev: watchers caught up from history, or created while
+   * the hub was behind, start later than the others), which it shares with
+   * the group's other watchers; one with filters gets its own. */
+  evlist own, *l = &own;
   size_t idx = 0;
-  while (idx < n) {
-    if (stream_congested(h, s)) return revs[idx];
+  if (shared && !(w->flags & (WF_NOPUT | WF_NODELETE))) {
+    l = &shared[with_prev];
+    if (!l->built) build_events(h, w, first, false, l);
+    idx = first_at(l->revs, l->n, w->min_rev);
+  } else {
+    build_events(h, w, first, true, l);
+  }
+  if (idx == l->n) return 0;
+  while (idx < l->n) {
+    if (stream_congested(h, w->stream)) return l->revs[idx];
     size_t j = idx, size = 0;
-    while (j < n && (j == idx || size < RESPONSE_SOFT_BYTES || revs[j] == revs[j - 1])) size += field_size(&evs[j++]);
-    hdr.revision = j == n ? upto : revs[j - 1];
-    Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
-    r.header = &hdr;
-    r.watch_id = w->id;
-    r.base.unknown_fields = evs + idx;
-    r.base.n_unknown_fields = j - idx;
-    if (w->flags & WF_FRAGMENT)
-      send_fragments(h, s, &r);
-    else
-      send(h, s, &r, j - idx);
+    while (j < l->n && (j == idx || size < RESPONSE_SOFT_BYTES || l->revs[j] == l->revs[j - 1]))
+      size += field_size(&l->evs[j++]);
+    send_events(h, w, l->evs + idx, j - idx, j == l->n ? upto : l->revs[j - 1]);
     idx = j;
   }
   w->flags |= WF_SENT;

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 typedef struct watcher watcher;
+typedef struct wgroup wgroup;
 
 /* What a watcher covers. */
 enum { W_KEY, W_RANGE, W_FROM }; /* one key; [key, end); every key >= key */
@@ -47,16 +48,17 @@ struct watcher {
   union {
     struct {
       watcher *next, *prev;
-    } h;               /* W_KEY: hash chain (doubly linked: O(1) removal
-                        * even with many watchers on one key) */
+      wgroup *g;
+    } h;               /* W_KEY: the watchers of its key (doubly linked:
+                        * O(1) removal even with many on one key) */
     struct {
       watcher *l, *r;
       const watcher *maxw; /* in this subtree, the range ending last */
       uint32_t prio;
     } t;               /* W_RANGE, W_FROM: interval treap */
   } ix;
-  watcher *tnext;      /* touched in the current step */
-  uint32_t pfirst, plast; /* pending entries in the current step */
+  watcher *tnext;      /* ranges: touched in the current step */
+  uint32_t pfirst, plast; /* ranges: pending entries in the current step */
   uint32_t hash;
   uint32_t key_len, end_len;
   uint8_t kind, state, flags;
@@ -67,25 +69,47 @@ static inline const uint8_t *watcher_end(const watcher *w) { return w->key + w->
 
 /* ---------------------------------------------------------------- index.c */
 
-/* Watchers by key: single keys in a hash table, ranges in a treap ordered
- * by start and augmented with the largest end below each node, so the
- * ranges holding a key are found without looking at the others. */
+/* The single-key watchers of one key. A change of the key is noted once
+ * for the group, not once per watcher: a thousand watchers of a lock key
+ * cost one lookup per change. */
+struct wgroup {
+  wgroup *next;           /* hash chain */
+  watcher *first;         /* its watchers (ix.h) */
+  wgroup *tnext;          /* touched in the current step */
+  uint32_t pfirst, plast; /* the step's pending changes of this key */
+  uint32_t hash, key_len;
+  uint8_t key[];
+};
+
+/* Watchers by key: single keys in a hash table of key groups, ranges in a
+ * treap ordered by start and augmented with the largest end below each
+ * node, so the ranges holding a key are found without looking at the
+ * others. */
 typedef struct {
-  watcher **buckets;
-  size_t nbuckets, nkeys;
+  wgroup **buckets;
+  size_t nbuckets, ngroups, nkeys; /* nkeys: single-key watchers */
   watcher *root;
   size_t nranges;
   uint32_t seed;
 } widx;
 
 void widx_init(widx *x);
-void widx_free(widx *x); /* the table only; watchers are not freed */
+void widx_free(widx *x); /* the table and its groups; watchers are not freed */
 void widx_add(widx *x, watcher *w);
+/* Takes w out. Its group goes with its last watcher, unless the group has
+ * pending changes (a step is delivering them): then widx_group_done frees
+ * it once the step is through with it. */
 void widx_del(widx *x, watcher *w);
+void widx_group_done(widx *x, wgroup *g);
 size_t widx_count(const widx *x);
 typedef void (*widx_fn)(void *arg, watcher *w);
-/* Calls fn for every watcher whose range holds key. fn must not change x. */
-void widx_match(const widx *x, const uint8_t *key, size_t key_len, widx_fn fn, void *arg);
+typedef void (*widx_group_fn)(void *arg, wgroup *g);
+/* Calls group_fn for the group of key (if it has watchers) and fn for every
+ * range watcher holding key. Neither may change x. */
+void widx_match(const widx *x, const uint8_t *key, size_t key_len, widx_group_fn group_fn, widx_fn fn,
+                void *arg);
+/* Every watcher of x, in no particular order. fn must not change x. */
+void widx_each(const widx *x, widx_fn fn, void *arg);
 uint32_t widx_hash(const uint8_t *p, size_t n);
 /* Byte-wise order of keys, shorter first on a common prefix (etcd's). */
 int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
@@ -162,7 +186,11 @@ struct watch_hub {
   size_t nchg, chg_cap;
   pend *pend;
   size_t npend, pend_cap;
-  watcher *touched;
+  watcher *touched;         /* range watchers with pending changes */
+  wgroup *touched_groups;   /* key groups with pending changes */
+  int64_t hdr_rev;          /* hdr_enc holds the packed header at this revision (0: none) */
+  uint8_t hdr_enc[64];
+  size_t hdr_len;
   mvcc_txn *txn;     /* the transaction the changes point into */
   arena *mem;        /* events of the step */
   int64_t max_revs;  /* revisions per step */
@@ -188,11 +216,29 @@ void hub_send_compacted(watch_hub *h, watcher *w, int64_t compact_rev);
 
 /* ---------------------------------------------------------------- respond.c */
 
-/* Sends w's pending events of the current step as one or more responses,
+/* Events built for a list of pending changes, shared by the watchers of a
+ * key group that take all of them (see respond_events). */
+typedef struct {
+  ProtobufCMessageUnknownField *evs;
+  int64_t *revs;
+  size_t n;
+  bool built;
+} evlist;
+
+/* Sends w the events of the pending list starting at `first` that it takes
+ * (at or above its min_rev, not filtered out) as one or more responses,
  * whole revisions each (split further only for fragment watchers). Header
- * revision of the last response: upto. Returns the first revision it could
- * not send because the stream is congested, or 0 when all went out. */
-int64_t respond_events(watch_hub *h, watcher *w, int64_t upto);
+ * revision of the last response: upto. shared[2] (without and with
+ * prev_kv), if not NULL, caches the whole list's events for the other
+ * watchers of the same list. Returns the first revision it could not send
+ * because the stream is congested, or 0 when all went out (or there was
+ * nothing for w). */
+int64_t respond_events(watch_hub *h, watcher *w, uint32_t first, int64_t upto, evlist shared[2]);
+/* A WatchResponse with a packed header, a watch ID and pre-encoded events,
+ * as protobuf-c would pack it: the size, and the bytes into out. */
+size_t respond_encoded_size(size_t hdr_len, int64_t watch_id, const ProtobufCMessageUnknownField *evs, size_t n);
+size_t respond_encode(uint8_t *out, const uint8_t *hdr, size_t hdr_len, int64_t watch_id,
+                      const ProtobufCMessageUnknownField *evs, size_t n);
 /* A response with no events (created, canceled, progress). */
 void respond_plain(watch_hub *h, watch_stream *s, int64_t watch_id, int64_t rev, bool created, bool canceled,
                    int64_t compact_rev, const char *reason);

@@ -52,6 +52,9 @@ static const char *events_of(tsink *t, int64_t id) {
 /* ---------------------------------------------------------------- index */
 
 static void count_match(void *arg, watcher *w) { (void)w, (*(size_t *)arg)++; }
+static void count_group(void *arg, wgroup *g) {
+  for (watcher *w = g->first; w; w = w->ix.h.next) (*(size_t *)arg)++;
+}
 
 static void test_index_matches_brute_force(void) {
   trng r = {testing_seed(7)};
@@ -84,7 +87,7 @@ static void test_index_matches_brute_force(void) {
     char k[8];
     snprintf(k, sizeof k, "%02d", (int)trng_below(&r, 75));
     size_t got = 0, want = 0;
-    widx_match(&x, (uint8_t *)k, 2, count_match, &got);
+    widx_match(&x, (uint8_t *)k, 2, count_group, count_match, &got);
     for (int j = 0; j < N; j++) {
       if (!in[j]) continue;
       const watcher *w = ws[j];
@@ -94,11 +97,68 @@ static void test_index_matches_brute_force(void) {
     }
     CHECK_INT(got, ==, want);
   }
-  size_t n = 0;
-  for (int i = 0; i < N; i++) n += in[i];
+  size_t n = 0, each = 0;
+  bool key_seen[100] = {false};
+  size_t keys = 0;
+  for (int i = 0; i < N; i++) {
+    n += in[i];
+    int k = (ws[i]->key[0] - '0') * 10 + (ws[i]->key[1] - '0');
+    if (in[i] && ws[i]->kind == W_KEY && !key_seen[k]) key_seen[k] = true, keys++;
+  }
   CHECK_INT(widx_count(&x), ==, n);
+  widx_each(&x, count_match, &each);
+  CHECK_INT(each, ==, n);
+  CHECK_INT(x.ngroups, ==, keys); /* a key's group goes with its last watcher */
   widx_free(&x);
   for (int i = 0; i < N; i++) free(ws[i]);
+}
+
+/* The hub's own encoding of a WatchResponse is the bytes protobuf-c packs
+ * for the same message. */
+static void test_response_encoding(void) {
+  Mvccpb__KeyValue kv = MVCCPB__KEY_VALUE__INIT;
+  kv.key = (ProtobufCBinaryData){3, (uint8_t *)"abc"};
+  kv.value = (ProtobufCBinaryData){300, xcalloc(1, 300)};
+  kv.create_revision = 5, kv.mod_revision = 1234567, kv.version = 2;
+  Mvccpb__Event ev = MVCCPB__EVENT__INIT;
+  ev.kv = &kv;
+  size_t n = protobuf_c_message_get_packed_size(&ev.base);
+  uint8_t *enc = xmalloc(n + 10);
+  size_t pre = 0;
+  for (size_t v = n; ; v >>= 7) {
+    enc[pre++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+    if (v < 0x80) break;
+  }
+  protobuf_c_message_pack(&ev.base, enc + pre);
+  ProtobufCMessageUnknownField evs[2];
+  for (int i = 0; i < 2; i++)
+    evs[i] = (ProtobufCMessageUnknownField){.tag = 11, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                            .len = pre + n, .data = enc};
+  int64_t ids[] = {0, 1, 127, 128, 1 << 20, INT64_MAX};
+  for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+    for (size_t nev = 0; nev <= 2; nev++) {
+      Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+      hdr.cluster_id = 0xf00dcafe12345678ull, hdr.member_id = 42, hdr.revision = 1234567, hdr.raft_term = k;
+      Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
+      r.header = &hdr;
+      r.watch_id = ids[k];
+      r.base.unknown_fields = evs;
+      r.base.n_unknown_fields = nev;
+      size_t want_len = protobuf_c_message_get_packed_size(&r.base);
+      uint8_t *want = xmalloc(want_len), hbuf[64];
+      protobuf_c_message_pack(&r.base, want);
+      size_t hlen = protobuf_c_message_pack(&hdr.base, hbuf);
+      size_t got_len = respond_encoded_size(hlen, ids[k], evs, nev);
+      CHECK_INT(got_len, ==, want_len);
+      uint8_t *got = xmalloc(got_len);
+      CHECK_INT(respond_encode(got, hbuf, hlen, ids[k], evs, nev), ==, want_len);
+      CHECK(memcmp(got, want, want_len) == 0);
+      free(got);
+      free(want);
+    }
+  }
+  free(enc);
+  free(kv.value.data);
 }
 
 /* ---------------------------------------------------------------- hub */
@@ -492,6 +552,7 @@ int main(void) {
   log_set_level(LOG_ERROR);
   store = topen(&dir);
   RUN(test_index_matches_brute_force);
+  RUN(test_response_encoding);
   RUN(test_live_delivery_and_headers);
   RUN(test_chunked_grouped_catch_up);
   RUN(test_victim_recovers_after_drain);

@@ -19,13 +19,9 @@ typedef struct {
   bool closed;
 } tsink;
 
-static int tsink_send(void *arg, const ProtobufCMessage *m) {
+static int tsink_send_bytes(void *arg, const uint8_t *buf, size_t len) {
   tsink *t = arg;
-  size_t len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(len ? len : 1);
-  protobuf_c_message_pack(m, buf);
   Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, buf);
-  free(buf);
   if (!r) abort();
   if (t->n == t->cap) {
     t->cap = t->cap ? t->cap * 2 : 64;
@@ -36,6 +32,15 @@ static int tsink_send(void *arg, const ProtobufCMessage *m) {
   return 0;
 }
 
+static int tsink_send(void *arg, const ProtobufCMessage *m) {
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(len ? len : 1);
+  protobuf_c_message_pack(m, buf);
+  int rc = tsink_send_bytes(arg, buf, len);
+  free(buf);
+  return rc;
+}
+
 static size_t tsink_queued(void *arg) { return ((tsink *)arg)->queued; }
 
 static void tsink_finish(void *arg, int code, const char *msg) {
@@ -43,7 +48,8 @@ static void tsink_finish(void *arg, int code, const char *msg) {
   ((tsink *)arg)->finished_code = code;
 }
 
-static const watch_sink_ops tsink_ops = {.send = tsink_send, .queued = tsink_queued, .finish = tsink_finish};
+static const watch_sink_ops tsink_ops = {
+    .send = tsink_send, .send_bytes = tsink_send_bytes, .queued = tsink_queued, .finish = tsink_finish};
 
 static void tsink_clear(tsink *t) {
   for (size_t i = 0; i < t->n; i++) etcdserverpb__watch_response__free_unpacked(t->r[i], NULL);
