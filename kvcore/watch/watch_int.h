@@ -217,7 +217,8 @@ void hub_send_compacted(watch_hub *h, watcher *w, int64_t compact_rev);
 /* ---------------------------------------------------------------- respond.c */
 
 /* Events built for a list of pending changes, shared by the watchers of a
- * key group that take all of them (see respond_events). */
+ * key group without filters, each of which sends the part at or above its
+ * min_rev (see respond_events). */
 typedef struct {
   ProtobufCMessageUnknownField *evs;
   int64_t *revs;
