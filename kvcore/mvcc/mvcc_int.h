@@ -78,8 +78,8 @@ struct mvcc_store {
   uint8_t *map;  /* LMDB's map of data.mdb (space.c) */
   size_t map_len;
   bool prealloc;      /* fallocate works: the file is allocated ahead (space.c) */
-  uint64_t allocated; /* pages of data.mdb known allocated on disk */
-  _Atomic uint64_t allocated_seen; /* `allocated`, for the checkpoint thread (space_prepare) */
+  _Atomic uint64_t allocated; /* pages of data.mdb known allocated on disk (the writer's;
+                                * space_prepare reads it) */
   int prepare_fd;      /* data.mdb read without readahead, or -1 (space_prepare) */
   uint64_t prepared;   /* checkpoint thread only: pages below are prepared, or LMDB's */
   bool release_map;   /* unmap the map's pages at checkpoints */
@@ -187,8 +187,9 @@ bool mvcc_test_writemap(const mvcc_store *s);
 
 /* ---------------------------------------------------------------- space.c */
 
-/* After the environment opened: finds the map; with WRITEMAP, allocates
- * the used part of the file and a chunk ahead. */
+/* After the environment opened: finds the map, turns fault-around off on
+ * it where the kernel can, releases it, and (where fallocate works)
+ * allocates the used part of the file and a chunk ahead. */
 int space_open(mvcc_store *s);
 /* Before the environment closes: undoes what space_open set up beside
  * LMDB (the userfaultfd). */

@@ -138,7 +138,6 @@ static int allocate_to(mvcc_store *s, uint64_t pages) {
     return MVCC_EIO;
   }
   s->allocated = want;
-  atomic_store(&s->allocated_seen, want);
   return MVCC_OK;
 }
 
@@ -159,7 +158,7 @@ static void prepare_open(mvcc_store *s) {
 void space_prepare(mvcc_store *s) {
   if (s->prepare_fd < 0) return;
   uint64_t from = s->prepared, used = atomic_load(&s->last_pgno) + 1;
-  uint64_t end = atomic_load(&s->allocated_seen);
+  uint64_t end = atomic_load(&s->allocated);
   if (from < used) from = used; /* LMDB got there first: its folios are made */
   uint64_t to = from + SPACE_PREPARE_PAGES < end ? from + SPACE_PREPARE_PAGES : end;
   uint8_t page[65536];
