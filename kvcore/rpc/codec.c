@@ -4,12 +4,22 @@
 
 #include <string.h>
 
+grpc_byte_buffer *rpc_buffer_new(size_t n, uint8_t **data) {
+  grpc_slice slice = grpc_slice_malloc(n);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1); /* refs the slice */
+  grpc_slice_unref(slice);
+  /* The buffer's own slice: a small one keeps its bytes inline in the
+   * slice struct, which the buffer copied. */
+  grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+  *data = sb->count ? GRPC_SLICE_START_PTR(sb->slices[0]) : NULL; /* none for n == 0 */
+  return bb;
+}
+
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg, size_t *len) {
   size_t n = protobuf_c_message_get_packed_size(msg);
-  grpc_slice slice = grpc_slice_malloc(n);
-  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
-  grpc_slice_unref(slice);
+  uint8_t *data;
+  grpc_byte_buffer *bb = rpc_buffer_new(n, &data);
+  if (n) protobuf_c_message_pack(msg, data);
   if (len) *len = n;
   return bb;
 }

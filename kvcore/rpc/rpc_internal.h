@@ -64,6 +64,8 @@ void rpc_unary_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot);
 void rpc_stream_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot);
 
 /* codec.c */
+/* A byte buffer of n bytes for the caller to fill through *data. */
+grpc_byte_buffer *rpc_buffer_new(size_t n, uint8_t **data);
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg, size_t *len);
 ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
 const uint8_t *rpc_metadata_find(const grpc_metadata_array *md, const char *key, size_t *len);

@@ -202,10 +202,9 @@ int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg) {
 }
 
 int rpc_stream_send_bytes(rpc_stream *s, const void *data, size_t len) {
-  grpc_slice slice = grpc_slice_malloc(len);
-  if (len) memcpy(GRPC_SLICE_START_PTR(slice), data, len);
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
-  grpc_slice_unref(slice);
+  uint8_t *copy;
+  grpc_byte_buffer *bb = rpc_buffer_new(len, &copy);
+  if (len) memcpy(copy, data, len);
   return enqueue(s, bb, len);
 }
 
@@ -258,19 +257,21 @@ static void recv_done(rpc_tag *tag, bool ok) {
       pthread_mutex_unlock(&s->qmu);
       if (more) post_recv(s);
     }
-  } else if (ok && grpc_call_failed_before_recv_message(s->call)) {
-    /* Not a half-close: the client reset the stream (etcd's clients cancel
-     * every KeepAliveOnce stream). Nothing may be sent any more, and a
-     * status sent now would cost gRPC a trailers frame and a RST_STREAM
-     * the client throws away. close_done follows and calls closed(). */
-    if (bb) grpc_byte_buffer_destroy(bb);
-    pthread_mutex_lock(&s->qmu);
-    s->over = true;
-    if (!s->sending) drop_queue_locked(s);
-    pthread_mutex_unlock(&s->qmu);
   } else {
     if (bb) grpc_byte_buffer_destroy(bb);
-    if (ok && s->m->stream->half_close) WITH_HANDLER(s, s->m->stream->half_close(s->state, s));
+    if (ok && grpc_call_failed_before_recv_message(s->call)) {
+      /* Not a half-close: the client reset the stream (etcd's clients
+       * cancel every KeepAliveOnce stream). Nothing may be sent any more,
+       * and a status sent now would cost gRPC a trailers frame and a
+       * RST_STREAM the client throws away. close_done follows and calls
+       * closed(). */
+      pthread_mutex_lock(&s->qmu);
+      s->over = true;
+      if (!s->sending) drop_queue_locked(s);
+      pthread_mutex_unlock(&s->qmu);
+    } else if (ok && s->m->stream->half_close) {
+      WITH_HANDLER(s, s->m->stream->half_close(s->state, s));
+    }
   }
   rpc_stream_unref(s);
 }
