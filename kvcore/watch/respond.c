@@ -208,7 +208,7 @@ static void build_events(watch_hub *h, const watcher *w, uint32_t first, bool fi
 static int send_events(watch_hub *h, watcher *w, const ProtobufCMessageUnknownField *evs, size_t n, int64_t rev) {
   watch_stream *s = w->stream;
   header_at(h, rev);
-  if (s->ops->send_bytes && !(w->flags & WF_FRAGMENT)) {
+  if (!(w->flags & WF_FRAGMENT)) {
     size_t len = respond_encoded_size(h->hdr_len, w->id, evs, n);
     uint8_t *buf = arena_alloc(h->mem, len);
     respond_encode(buf, h->hdr_enc, h->hdr_len, w->id, evs, n);
@@ -216,6 +216,7 @@ static int send_events(watch_hub *h, watcher *w, const ProtobufCMessageUnknownFi
     h->events_sent += n;
     return s->ops->send_bytes(s->sink, buf, len);
   }
+  /* Fragments are cut by packed size: protobuf-c does the sizing. */
   Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
   hub_fill_header(h, &hdr, rev);
   Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
@@ -223,8 +224,7 @@ static int send_events(watch_hub *h, watcher *w, const ProtobufCMessageUnknownFi
   r.watch_id = w->id;
   r.base.unknown_fields = (ProtobufCMessageUnknownField *)evs;
   r.base.n_unknown_fields = n;
-  if (w->flags & WF_FRAGMENT) return send_fragments(h, s, &r);
-  return send(h, s, &r, n);
+  return send_fragments(h, s, &r);
 }
 
 /* The first of revs[0..n) at or above rev (n if none). */

@@ -49,9 +49,8 @@ typedef struct watch_stream watch_stream;
 typedef struct {
   /* Queues one response; 0, or -1 if the stream is gone. */
   int (*send)(void *sink, const ProtobufCMessage *resp);
-  /* Optional: queues one response the hub encoded itself (a packed
-   * WatchResponse); 0, or -1 if the stream is gone. Without it every
-   * response goes through send. */
+  /* Queues one response the hub encoded itself (a packed WatchResponse,
+   * for events); 0, or -1 if the stream is gone. */
   int (*send_bytes)(void *sink, const uint8_t *data, size_t len);
   /* Bytes queued and not yet taken by the client. */
   size_t (*queued)(void *sink);
