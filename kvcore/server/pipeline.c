@@ -391,11 +391,11 @@ static void commit_batch(pipeline *p, mvcc_txn *w, uint64_t have, uint64_t last,
   if (p->n->watch) watch_hub_notify(p->n->watch, rev);
 }
 
-/* Applies committed entries, then answers their proposers. Entries the store already has (replayed after a
- * restart, or covered by an installed snapshot) are skipped. A compaction
- * gets a transaction of its own after the entries before it, and the watch
- * hub first keeps a snapshot of what it has not delivered yet: live
- * watchers never lose events to it.
+/* Applies committed entries, then answers their proposers. Entries the
+ * store already has (replayed after a restart, or covered by an installed
+ * snapshot) are skipped. A compaction gets a transaction of its own after
+ * the entries before it, and the watch hub first keeps a snapshot of what
+ * it has not delivered yet: live watchers never lose events to it.
  *
  * The chain is WORK_ENTRIES batches linked by next, applied in one store
  * transaction: when the apply thread falls behind Raft, the batches that
