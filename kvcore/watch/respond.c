@@ -252,7 +252,8 @@ int64_t respond_events(watch_hub *h, watcher *w, uint32_t first, int64_t upto, e
     if (!l->built) build_events(h, w, first, false, l);
     idx = first_at(l->revs, l->n, w->min_rev);
   } else {
-    build_events(h, w, first, true, l);
+    /* A range watcher's own list was filtered as it was built (on_match). */
+    build_events(h, w, first, shared != NULL, l);
   }
   if (idx == l->n) return 0;
   while (idx < l->n) {
