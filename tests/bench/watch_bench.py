@@ -4,7 +4,7 @@ Synod and against Debian's etcd-server, one after the other on this machine;
 prints events/s, p99 latency, server CPU per event, and the memory of idle
 watchers, with the ratios Synod/etcd.
 
-  tests/bench/watch_bench.py [--puts N] [--idle N] [--only synod|etcd] [--json FILE]
+  tests/bench/watch_bench.py [--puts N] [--rounds R] [--idle N] [--only synod|etcd] [--json FILE]
 
 Loads:
   watch          10 streams x 100 watchers on one key (etcd's defaults), N puts
@@ -15,7 +15,10 @@ Loads:
                  streams, created by a raw gRPC client; the server's resident
                  memory before and after, per watcher
 
-Server CPU comes from /proc/<pid>/stat across each load. This is a
+Both servers run side by side (one idle while the other is loaded); each
+round runs every load on both, alternating which goes first, and the report
+gives the medians over the rounds and the median and range of the per-round
+ratios. Server CPU comes from /proc/<pid>/stat across each load. This is a
 benchmark, not a test: it asserts nothing, it reports.
 """
 
@@ -25,6 +28,7 @@ import os
 import sys
 import threading
 import time
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "interop"))
@@ -98,29 +102,58 @@ def idle_watchers(server, n, streams=100):
     return res
 
 
-def bench(kind, workdir, puts, idle):
-    s = Server(kind, workdir)
-    try:
-        res = {}
-        events = puts * 1000
-        res["watch"] = run_tool(s, ["--conns", "10", "--clients", "100", "watch", "--streams", "10",
-                                    "--watch-per-stream", "100", "--put-total", str(puts),
-                                    "--put-rate", "1000000"], events)
-        res["watch_latency"] = run_tool(s, ["--conns", "10", "--clients", "10", "watch-latency", "--total", "2000",
-                                            "--put-rate", "200"], 2000 * 10)
-        if idle:
-            res["idle"] = idle_watchers(s, idle)
-        sys.stderr.write("  %-6s watch %9.0f events/s  cpu %6.2f us/event | latency p99 %6.2f ms | idle %s\n" % (
-            kind, res["watch"]["qps"], res["watch"]["cpu_us_per_event"], res["watch_latency"]["p99_ms"],
-            "%.0f B/watcher" % res["idle"]["bytes_per_watcher"] if idle else "-"))
-        return res
-    finally:
-        s.stop()
+LOADS = ("watch", "watch_latency")
+
+
+def run_round(servers, r, puts, results):
+    """One round: each load on each server, back to back (the servers'
+    order alternating between rounds), so that each ratio compares two runs
+    made a second apart; this machine's speed drifts by tens of percent
+    within minutes, and one run of `watch` lasts about one second."""
+    order = list(servers) if r % 2 == 0 else list(reversed(servers))
+    for load in LOADS:
+        for kind in order:
+            if load == "watch":
+                x = run_tool(servers[kind], ["--conns", "10", "--clients", "100", "watch", "--streams", "10",
+                                             "--watch-per-stream", "100", "--put-total", str(puts),
+                                             "--put-rate", "1000000"], puts * 1000)
+            else:
+                x = run_tool(servers[kind], ["--conns", "10", "--clients", "10", "watch-latency", "--total", "2000",
+                                             "--put-rate", "200"], 2000 * 10)
+            results[kind][load].append(x)
+    for kind in order:
+        w, lat = results[kind]["watch"][-1], results[kind]["watch_latency"][-1]
+        sys.stderr.write("  round %d %-6s watch %9.0f events/s  cpu %5.2f us/event | latency p99 %6.2f ms\n" % (
+            r + 1, kind, w["qps"], w["cpu_us_per_event"], lat["p99_ms"]))
+
+
+def report(results, kinds):
+    rows = [("events/s", "watch", "qps", ">= 1"), ("server CPU us/event", "watch", "cpu_us_per_event", "<= 0.5"),
+            ("watch-latency p99 ms", "watch_latency", "p99_ms", "")]
+    out = {}
+    print("%-24s %10s %10s %8s %14s  %s" % ("medians over rounds", "synod", "etcd", "ratio", "ratio range", "target"))
+    for name, load, key, target in rows:
+        sv = [x[key] for x in results["synod"][load]]
+        ev = [x[key] for x in results["etcd"][load]]
+        ratios = [a / b for a, b in zip(sv, ev) if b]
+        out[name] = {"synod": median(sv), "etcd": median(ev), "ratio": median(ratios),
+                     "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        print("%-24s %10.2f %10.2f %8.2f %6.2f - %-5.2f  %s" % (name, median(sv), median(ev), median(ratios),
+                                                              min(ratios), max(ratios), target))
+    if "idle" in results["synod"]:
+        s, e = results["synod"]["idle"], results["etcd"]["idle"]
+        out["bytes per idle watcher"] = {"synod": s["bytes_per_watcher"], "etcd": e["bytes_per_watcher"],
+                                         "ratio": s["bytes_per_watcher"] / max(e["bytes_per_watcher"], 1e-9)}
+        print("%-24s %10.0f %10.0f %8.2f %14s  %s" % ("bytes per idle watcher", s["bytes_per_watcher"],
+                                                      e["bytes_per_watcher"], out["bytes per idle watcher"]["ratio"],
+                                                      "", "flat"))
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--puts", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--idle", type=int, default=100000)
     ap.add_argument("--only", choices=["synod", "etcd"])
     ap.add_argument("--json")
@@ -128,28 +161,33 @@ def main():
     import tempfile
     import shutil
     work = tempfile.mkdtemp(prefix="synod-watch-bench-")
-    out = {}
+    kinds = [k for k in ("synod", "etcd") if not a.only or k == a.only]
+    servers, results = {}, {}
     try:
-        for kind in ("synod", "etcd"):
-            if a.only and a.only != kind:
-                continue
-            out[kind] = bench(kind, work, a.puts, a.idle)
+        for kind in kinds:
+            servers[kind] = Server(kind, work)
+            results[kind] = {load: [] for load in LOADS}
+        for r in range(a.rounds):
+            run_round(servers, r, a.puts, results)
+        if a.idle:  # on fresh servers, so the baseline is a server at rest
+            idle_dir = os.path.join(work, "idle")
+            os.makedirs(idle_dir)
+            for kind in kinds:
+                servers.pop(kind).stop()
+                servers[kind] = Server(kind, idle_dir)
+                results[kind]["idle"] = idle_watchers(servers[kind], a.idle)
+                sys.stderr.write("  %-6s idle %.0f B/watcher\n" % (kind, results[kind]["idle"]["bytes_per_watcher"]))
     finally:
+        for srv in servers.values():
+            srv.stop()
         shutil.rmtree(work, ignore_errors=True)
-    if "synod" in out and "etcd" in out:
-        s, e = out["synod"], out["etcd"]
-        out["ratios"] = {
-            "events_per_s": s["watch"]["qps"] / max(e["watch"]["qps"], 1e-9),
-            "cpu_per_event": s["watch"]["cpu_us_per_event"] / max(e["watch"]["cpu_us_per_event"], 1e-9),
-            "latency_p99": s["watch_latency"]["p99_ms"] / max(e["watch_latency"]["p99_ms"], 1e-9),
-        }
-        if a.idle:
-            out["ratios"]["bytes_per_idle_watcher"] = (s["idle"]["bytes_per_watcher"] /
-                                                      max(e["idle"]["bytes_per_watcher"], 1e-9))
-    print(json.dumps(out, indent=2))
+    if len(kinds) == 2:
+        results["summary"] = report(results, kinds)
+    else:
+        print(json.dumps(results, indent=2))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(out, f, indent=2)
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
