@@ -53,8 +53,8 @@
  * 4 KiB one, measured here, and 6% of the server's CPU under a put load.
  * So in pwrite mode the chunk allocated ahead is part of the file
  * (fallocate without KEEP_SIZE) and the checkpoint thread reads it, page by
- * page, through a descriptor without readahead (POSIX_FADV_RANDOM), before
- * LMDB gets there: each read caches one zeroed 4 KiB folio, and LMDB's
+ * page, through a descriptor without readahead (POSIX_FADV_RANDOM), a few
+ * MiB ahead of LMDB: each read caches one zeroed 4 KiB folio, and LMDB's
  * writes later land in those. Clean page-cache pages, not the process's
  * memory; where the thread falls behind, LMDB's writes make large folios as
  * before.
@@ -160,7 +160,9 @@ void space_prepare(mvcc_store *s) {
   uint64_t from = s->prepared, used = atomic_load(&s->last_pgno) + 1;
   uint64_t end = atomic_load(&s->allocated);
   if (from < used) from = used; /* LMDB got there first: its folios are made */
-  uint64_t to = from + SPACE_PREPARE_PAGES < end ? from + SPACE_PREPARE_PAGES : end;
+  uint64_t to = from + SPACE_PREPARE_PAGES;
+  if (to > used + SPACE_PREPARE_AHEAD) to = used + SPACE_PREPARE_AHEAD;
+  if (to > end) to = end;
   uint8_t page[65536];
   size_t psize = s->psize <= sizeof page ? s->psize : sizeof page;
   for (; from < to; from++)

@@ -53,8 +53,7 @@ static bool word_is_zero(const uint8_t *buf, size_t n, size_t q) {
   return true;
 }
 
-/* Offset just past the last non-zero byte in [from, n), or from if none. */
-static size_t nonzero_end(const uint8_t *buf, size_t from, size_t n) {
+size_t nonzero_end(const uint8_t *buf, size_t from, size_t n) {
   size_t i = n;
   while (i > from && (i & 7)) {
     if (buf[i - 1]) return i;

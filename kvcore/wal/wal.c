@@ -372,8 +372,7 @@ static int map_segment(const char *path, uint8_t **data, size_t *n, size_t *nonz
       if (got >= 0) errno = EIO;
       return -1;
     }
-    size_t j = k;
-    while (j > 0 && chunk[j - 1] == 0) j--;
+    size_t j = nonzero_end(chunk, 0, k);
     if (j > 0) {
       end = end - k + j;
       break;

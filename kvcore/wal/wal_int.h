@@ -110,6 +110,10 @@ typedef struct {
 /* Called for each valid record in order; returns -1 (with err) to stop. */
 typedef int (*rec_fn)(void *ctx, const rec_view *r, char *err, size_t err_len);
 
+/* Offset just past the last non-zero byte of buf in [from, n), or from if
+ * none; a word at a time. */
+size_t nonzero_end(const uint8_t *buf, size_t from, size_t n);
+
 /* Scans a whole segment image. `final`: this is the newest segment, the only
  * one a crash can tear. Returns 0 with *res filled in, or -1 with err naming
  * `name` and the offset. Never reads outside buf[0..n). */
