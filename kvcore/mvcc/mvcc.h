@@ -96,7 +96,7 @@ typedef struct {
 typedef struct {
   const char *dir;        /* created if missing */
   uint64_t map_size;      /* upper bound for the data file; 0: 8 GiB */
-  int checkpoint_ms;      /* 0: 1000; negative: MVCC_EINVAL */
+  int checkpoint_ms;      /* 0: 250; negative: MVCC_EINVAL */
 } mvcc_options;
 
 /* Opens (or creates) the store and checkpoints it before returning. One

@@ -25,7 +25,7 @@ enum {
   MAX_READERS = 1024,             /* LMDB reader slots (pool + active + pins) */
 };
 #define DEFAULT_MAP_SIZE (8ull << 30)
-#define DEFAULT_CHECKPOINT_MS 1000
+#define DEFAULT_CHECKPOINT_MS 250
 
 static const uint8_t state_key[] = "mvcc.state", cstate_key[] = "mvcc.compact";
 
