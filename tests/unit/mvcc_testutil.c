@@ -104,6 +104,25 @@ int tput(mvcc_store *s, const char *key, const char *value, int64_t lease) {
   return mvcc_write_commit(t);
 }
 
+int tfill(mvcc_store *s, int count, int per_txn, size_t value_len) {
+  uint8_t *value = xmalloc(value_len ? value_len : 1);
+  memset(value, 'v', value_len);
+  int rc = MVCC_OK;
+  for (int k = 0; k < count && rc == MVCC_OK;) {
+    mvcc_txn *t;
+    if ((rc = mvcc_write_begin(s, &t)) != MVCC_OK) break;
+    for (int end = k + per_txn; k < count && k < end && rc == MVCC_OK; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "key-%05d", k);
+      rc = mvcc_put(t, (const uint8_t *)key, strlen(key), value, value_len, 0, NULL);
+    }
+    if (rc == MVCC_OK) rc = mvcc_write_commit(t);
+    else mvcc_txn_end(t);
+  }
+  free(value);
+  return rc;
+}
+
 int tdel(mvcc_store *s, mvcc_span sp, int64_t *deleted) {
   mvcc_txn *t;
   int rc = mvcc_write_begin(s, &t);

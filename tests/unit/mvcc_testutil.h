@@ -53,6 +53,9 @@ int tdel(mvcc_store *s, mvcc_span sp, int64_t *deleted);
  * absent; *rc gets the return code. */
 const char *tget(mvcc_store *s, const char *key, int64_t rev, int *rc);
 int64_t trev(mvcc_store *s);
+/* Puts keys "key-00000" .. count-1, each a value of value_len 'v's,
+ * per_txn puts to a write transaction. MVCC_OK or the first failure. */
+int tfill(mvcc_store *s, int count, int per_txn, size_t value_len);
 
 /* A small, fast PRNG for randomized tests. */
 typedef struct { uint64_t s; } trng;

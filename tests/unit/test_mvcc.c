@@ -1194,17 +1194,7 @@ static void test_enospace(void) {
 static void test_stats(void) {
   char *dir;
   mvcc_store *s = topen(&dir);
-  char value[256];
-  memset(value, 'v', sizeof value);
-  for (int batch = 0; batch < 20; batch++) {
-    mvcc_txn *t = wbegin(s);
-    for (int i = 0; i < 100; i++) {
-      char key[32];
-      snprintf(key, sizeof key, "key-%06d", batch * 100 + i);
-      CHECK_INT(mvcc_put(t, K(key), (const uint8_t *)value, sizeof value, 0, NULL), ==, MVCC_OK);
-    }
-    CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
-  }
+  REQUIRE_EQ(tfill(s, 2000, 100, 256), MVCC_OK);
   mvcc_stats st;
   CHECK_INT(mvcc_stats_get(s, &st), ==, MVCC_OK);
   CHECK_INT(st.keys, ==, 2000);

@@ -283,18 +283,7 @@ static long mapped_by_scattered_reads(const char *dir, bool fault_around_off, bo
 static void test_fault_around_off(void) {
   char *dir;
   mvcc_store *s = topen(&dir);
-  char value[2000];
-  memset(value, 'v', sizeof value);
-  for (int batch = 0; batch < 40; batch++) {
-    mvcc_txn *t;
-    REQUIRE_EQ(mvcc_write_begin(s, &t), MVCC_OK);
-    for (int k = batch * 100; k < (batch + 1) * 100; k++) {
-      char key[16];
-      snprintf(key, sizeof key, "key-%05d", k);
-      CHECK_INT(mvcc_put(t, K(key), (const uint8_t *)value, sizeof value, 0, NULL), ==, MVCC_OK);
-    }
-    CHECK_INT(mvcc_write_commit(t), ==, MVCC_OK);
-  }
+  REQUIRE_EQ(tfill(s, 4000, 100, 2000), MVCC_OK);
   mvcc_close(s);
   bool registered, unused;
   long with_fault_around = mapped_by_scattered_reads(dir, false, &unused);
