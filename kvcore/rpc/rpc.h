@@ -99,6 +99,10 @@ int rpc_server_start(const rpc_server_options *opt, const rpc_method *methods, s
 /* Stops accepting and cancels every call in flight. Handlers still holding
  * calls must reply (or fail) them; those replies go nowhere. */
 void rpc_server_shutdown(rpc_server *s);
+/* The graceful form: stops accepting, waits up to grace_ms for the unary
+ * calls in flight to be answered (streams and long waits are not waited
+ * for), then cancels whatever is left. */
+void rpc_server_drain(rpc_server *s, int grace_ms);
 /* Waits until every call has been released, then frees the server. */
 void rpc_server_free(rpc_server *s);
 /* The ports actually bound, in the order of opt.listen (for port 0). */

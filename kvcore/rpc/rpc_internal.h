@@ -29,6 +29,9 @@ struct rpc_server {
   /* Objects gRPC may still complete: posted request slots, calls, streams.
    * The queue may only shut down once this is zero. */
   atomic_int live;
+  /* Unary calls (long waits aside) not yet replied to: what a graceful
+   * stop waits for before cancelling the rest (rpc_server_drain). */
+  atomic_int unanswered;
   atomic_bool stopping;
   rpc_tag shutdown_tag;
   pthread_mutex_t mu;
@@ -49,6 +52,7 @@ typedef struct {
 } rpc_slot;
 
 void rpc_live_add(rpc_server *s, int n);
+void rpc_unanswered_add(rpc_server *s, int n);
 
 /* runtime.c: the process's one completion queue, shared by servers and
  * channels, with at least `threads` threads draining it. Each ref is

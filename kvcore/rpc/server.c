@@ -7,6 +7,7 @@
 #include <grpc/grpc_security.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Requests kept posted per method: calls beyond these wait inside gRPC (not
  * refused), so this only trims latency under bursts. */
@@ -17,6 +18,14 @@ void rpc_global_shutdown(void) { grpc_shutdown(); }
 
 void rpc_live_add(rpc_server *s, int n) {
   if (atomic_fetch_add(&s->live, n) + n == 0) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+  }
+}
+
+void rpc_unanswered_add(rpc_server *s, int n) {
+  if (atomic_fetch_add(&s->unanswered, n) + n == 0 && atomic_load(&s->stopping)) {
     pthread_mutex_lock(&s->mu);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -226,11 +235,29 @@ fail:
 
 int rpc_server_port(const rpc_server *s, size_t i) { return i < s->n_ports ? s->ports[i] : 0; }
 
-void rpc_server_shutdown(rpc_server *srv) {
+void rpc_server_drain(rpc_server *srv, int grace_ms) {
   if (atomic_exchange(&srv->stopping, true)) return;
+  /* gRPC refuses new calls from here on (clients see UNAVAILABLE and move
+   * to another endpoint) but lets the calls in flight finish. */
   grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+  if (grace_ms > 0) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += grace_ms / 1000;
+    until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&srv->mu);
+    while (atomic_load(&srv->unanswered) > 0)
+      if (pthread_cond_timedwait(&srv->cv, &srv->mu, &until) != 0) break;
+    pthread_mutex_unlock(&srv->mu);
+  }
   grpc_server_cancel_all_calls(srv->server);
 }
+
+void rpc_server_shutdown(rpc_server *srv) { rpc_server_drain(srv, 0); }
 
 void rpc_server_free(rpc_server *srv) {
   rpc_server_shutdown(srv);

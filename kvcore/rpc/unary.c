@@ -54,7 +54,9 @@ static void call_unref(rpc_call *c) {
 
 static void reply_done(rpc_tag *tag, bool ok) {
   (void)ok;
-  call_unref((rpc_call *)((char *)tag - offsetof(rpc_call, reply_tag)));
+  rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, reply_tag));
+  if (!c->m->long_wait) rpc_unanswered_add(c->srv, -1);
+  call_unref(c);
 }
 
 static void close_done(rpc_tag *tag, bool ok) {
@@ -183,6 +185,7 @@ void rpc_unary_start(rpc_server *srv, const rpc_method *m, rpc_slot *slot) {
   c->details = grpc_empty_slice();
   atomic_init(&c->refs, 1);
   rpc_live_add(srv, 1);
+  if (!m->long_wait) rpc_unanswered_add(srv, 1);
   if (m->long_wait) {
     pthread_mutex_init(&c->mu, NULL);
     start_close_watch(c);

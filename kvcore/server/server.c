@@ -29,6 +29,12 @@
 
 /* ---------------------------------------------------------------- main */
 
+/* How long a stop waits for the client requests in flight to be answered
+ * before cancelling them. Answers normally take milliseconds; the bound is
+ * for writes that cannot commit (no quorum). The member removing itself
+ * depends on it: its MemberRemove answer is made after the SIGTERM. */
+enum { CLIENT_DRAIN_MS = 1000 };
+
 static void print_version(void) {
   printf("synod Version: %s\netcd API Version: 3.5\n", SYNOD_VERSION);
 }
@@ -195,7 +201,7 @@ int synod_main(int argc, char **argv, char **envp) {
   /* Stop intake, let the pipeline answer what it holds, wait for gRPC to
    * release every call, then make the store durable. */
   atomic_store(&n->stopping, true);
-  rpc_server_shutdown(n->rpc);
+  rpc_server_drain(n->rpc, CLIENT_DRAIN_MS);
   compactor_stop(n->compactor);
   lease_service_stop(n); /* no more expiry proposals */
   while (atomic_load(&n->background) > 0) {

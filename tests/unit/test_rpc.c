@@ -376,6 +376,79 @@ static void test_shutdown_with_calls_in_flight(void) {
   rpc_channel_close(ch);
 }
 
+/* A graceful stop waits for the answers to calls in flight (made by another
+ * thread, as the apply thread makes them) but not for streams or long
+ * waits, and cancels what is still unanswered when the grace runs out. */
+typedef struct {
+  int first, n, delay_ms;
+} late_job;
+
+static void *answer_late(void *arg) {
+  late_job *j = arg;
+  usleep((useconds_t)j->delay_ms * 1000);
+  answer_job a = {j->first, j->n, true};
+  return answer_parked(&a);
+}
+
+static void test_drain_answers_calls_in_flight(void) {
+  char target[64];
+  rpc_server *srv = start(target, sizeof target);
+  REQUIRE(srv);
+  rpc_channel *ch = rpc_channel_open(target, 0);
+  atomic_store(&n_parked, 0);
+  enum { N = 5 };
+  waiter w[N];
+  for (int i = 0; i < N; i++) {
+    waiter_init(&w[i]);
+    call(ch, "/test.T/Park", "", 10000, &w[i]);
+    for (int k = 0; k < 500 && atomic_load(&n_parked) <= i; k++) usleep(1000);
+    REQUIRE(atomic_load(&n_parked) == i + 1);
+  }
+  waiter sw, hw;
+  waiter_init(&sw);
+  waiter_init(&hw);
+  rpc_client_stream_handler h = {&grpc__health__v1__health_check_response__descriptor, stream_message,
+                                 stream_closed_cb, &sw};
+  rpc_client_stream *s = rpc_client_stream_open(ch, "/test.T/Echo", &h);
+  REQUIRE(s);
+  call(ch, "/test.T/Hold", "", 10000, &hw);
+  usleep(50000);
+
+  late_job job = {1, N - 1, 300}; /* call 0 is never answered in time */
+  pthread_t t;
+  pthread_create(&t, NULL, answer_late, &job);
+  int64_t t0 = time_mono_ms();
+  rpc_server_drain(srv, 1500);
+  int64_t took = time_mono_ms() - t0;
+  CHECK(took >= 1400); /* waited for call 0 until the grace ran out */
+  pthread_join(t, NULL);
+  for (int i = 1; i < N; i++) {
+    wait_for(&w[i], &w[i].done, 1);
+    CHECK_INT(w[i].done, ==, 1);
+    CHECK_INT(w[i].code, ==, i % 3 == 0 ? RPC_ABORTED : RPC_OK);
+  }
+  wait_for(&w[0], &w[0].done, 1);
+  CHECK_INT(w[0].done, ==, 1);
+  CHECK_INT(w[0].code, ==, RPC_UNAVAILABLE); /* what was left got cancelled */
+  answer_job late0 = {0, 1, false};
+  answer_parked(&late0); /* a reply after the cancel goes nowhere, and leaks nothing */
+  release_held();
+  wait_for(&sw, &sw.done, 1);
+  CHECK_INT(sw.done, ==, 1);
+  wait_for(&hw, &hw.done, 1);
+  CHECK_INT(hw.done, ==, 1);
+
+  /* nothing in flight: the drain does not wait at all */
+  rpc_server_free(srv);
+  srv = start(target, sizeof target);
+  REQUIRE(srv);
+  t0 = time_mono_ms();
+  rpc_server_drain(srv, 5000);
+  CHECK(time_mono_ms() - t0 < 2000);
+  rpc_server_free(srv);
+  rpc_channel_close(ch);
+}
+
 int main(void) {
   rpc_global_init();
   RUN(test_unary_and_unknown);
@@ -383,6 +456,7 @@ int main(void) {
   RUN(test_streams);
   RUN(test_long_wait_cancel);
   RUN(test_shutdown_with_calls_in_flight);
+  RUN(test_drain_answers_calls_in_flight);
   rpc_global_shutdown();
   return testing_done();
 }
