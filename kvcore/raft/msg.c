@@ -189,6 +189,11 @@ static bool decode_ids(raft_cursor *c, uint64_t *ids, uint32_t *n) {
   return !c->bad;
 }
 
+int raft_msg_peek_type(const uint8_t *p, size_t len) {
+  if (len < 2 || p[0] != MSG_VERSION || p[1] == 0 || p[1] >= N_TYPES) return 0;
+  return p[1];
+}
+
 int raft_msg_decode(const uint8_t *p, size_t len, raft_msg *m, raft_decode_buf *db) {
   raft_cursor c = {p, p + len, false};
   memset(m, 0, sizeof *m);

@@ -193,6 +193,9 @@ void raft_decode_buf_free(raft_decode_buf *db);
 int raft_msg_decode(const uint8_t *p, size_t len, raft_msg *m, raft_decode_buf *db);
 
 const char *raft_msg_type_name(int type);
+/* The type of an encoded message without decoding it (0 if it is not one):
+ * lets a caller sort its mail before decoding any of it. */
+int raft_msg_peek_type(const uint8_t *p, size_t len);
 
 /* ---------------------------------------------------------------- storage */
 

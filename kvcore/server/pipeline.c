@@ -772,6 +772,19 @@ static uint64_t id_prefix(uint64_t member_id) {
   return (member_id & 0xffff) << 48 | (ms & 0xffffffffffULL) << 8;
 }
 
+/* Group commit under load (raftnode.h, docs/cluster.md "Group commit"):
+ * from 8 proposals a batch, the leader starts a batch at most every
+ * millisecond. SYNOD_PACE_US overrides the interval for benchmarks (0: off). */
+enum { PACE_MIN_BATCH = 8, PACE_INTERVAL_US = 1000 };
+
+static uint32_t pace_interval_us(void) {
+  const char *s = getenv("SYNOD_PACE_US");
+  if (!s || !*s) return PACE_INTERVAL_US;
+  char *end;
+  unsigned long v = strtoul(s, &end, 10);
+  return *end || v > 1000000 ? PACE_INTERVAL_US : (uint32_t)v;
+}
+
 int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, size_t n_bootstrap, pipeline **out,
                   char *err, size_t err_len) {
   pipeline *p = xcalloc(1, sizeof *p);
@@ -825,6 +838,8 @@ int pipeline_open(node *n, const char *wal_dir, const raft_entry *bootstrap, siz
       .election_ticks = ticks,
       .pre_vote = n->cfg.pre_vote,
       .snapshot_count = n->cfg.snapshot_count,
+      .pace_interval_us = pace_interval_us(),
+      .pace_min_batch = PACE_MIN_BATCH,
       .applied_index = applied,
       .applied_term = applied_term,
       .applied_conf = p->conf,

@@ -347,7 +347,13 @@ class SlowObserverTest(ElectionBase):
         only the revision it needs; when it reads again it is caught up from
         history. Every proclamation arrives, in order."""
         l0, r0 = self.campaign(b"slow", b"start")
-        call = self.e.Observe(LeaderRequest(name=b"slow"))
+        # The observer's own channel, without BDP probing: its flow-control
+        # window stays at 64 KiB, so what the server cannot send must queue
+        # there. With probing the window may grow to megabytes, absorb the
+        # whole 3 MiB, and the limit is never reached (seen under load).
+        slow_ch = grpc.insecure_channel(self.m.endpoint, options=[("grpc.http2.bdp_probe", 0)])
+        self.addCleanup(slow_ch.close)
+        call = ElectionStub(slow_ch).Observe(LeaderRequest(name=b"slow"))
         first = next(call)
         self.assertEqual(first.kv.value, b"start")
         n = 3000
