@@ -54,6 +54,19 @@ typedef struct {
 void rpc_live_add(rpc_server *s, int n);
 void rpc_unanswered_add(rpc_server *s, int n);
 
+/* cork.c: TCP_CORK on the connections a group of replies goes to. */
+enum { RPC_CORK_MAX_CALLS = 512, RPC_CORK_MAX_FDS = 32 };
+typedef struct {
+  int fds[RPC_CORK_MAX_FDS];
+  size_t n;
+} rpc_cork;
+/* False when SYNOD_CORK=0 (for benchmarks: the effect of corking). */
+bool rpc_cork_enabled(void);
+/* Corks each connection that two or more of the calls' replies go to. */
+void rpc_cork_begin(rpc_cork *k, grpc_call *const *calls, size_t n);
+/* Uncorks them: what queued leaves now. */
+void rpc_cork_end(rpc_cork *k);
+
 /* runtime.c: the process's one completion queue, shared by servers and
  * channels, with at least `threads` threads draining it. Each ref is
  * matched by an unref once nothing of the user's can complete any more. */

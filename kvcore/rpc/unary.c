@@ -147,10 +147,17 @@ static void start_reply(rpc_call *c) {
 static void handoff_done(rpc_tag *tag, bool ok) {
   (void)ok;
   rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, handoff_tag));
+  /* Replies for the same connection leave together (cork.c). */
+  grpc_call *calls[RPC_CORK_MAX_CALLS];
+  size_t n = 0;
+  for (rpc_call *x = c; x && n < RPC_CORK_MAX_CALLS && rpc_cork_enabled(); x = x->group_next) calls[n++] = x->call;
+  rpc_cork k;
+  rpc_cork_begin(&k, calls, n);
   for (rpc_call *next; c; c = next) {
     next = c->group_next;
     start_reply(c);
   }
+  rpc_cork_end(&k);
 }
 
 static void hand_off(rpc_call *first) {
