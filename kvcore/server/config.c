@@ -532,7 +532,7 @@ static int to_urls(strlist *out, const raw_config *raw, const char *name, char *
 }
 
 static int convert(server_config *cfg, const raw_config *raw, char *err, size_t err_len) {
-  bool b;
+  bool b = false;
   uint64_t u;
   int64_t d;
   cfg->name = xstrdup(value_of(raw, "name"));
