@@ -11,10 +11,11 @@
  *
  * gRPC does not say which socket a call uses; its peer address does. The
  * sockets are found by one pass of getpeername() over the process's
- * descriptors, remembered by peer address, and checked again before every
- * use, since a descriptor can be closed and reused at any moment. A peer not
- * found waits for the next pass, at most one every SCAN_INTERVAL_MS, so a
- * flood of new connections cannot turn into a flood of passes. Whatever a
+ * descriptors, kept in a table by peer address, and checked again before
+ * every use, since a descriptor can be closed and reused at any moment. A
+ * peer not found waits for the next pass, at most one every
+ * SCAN_INTERVAL_MS, so a flood of new connections cannot turn into a flood
+ * of passes. Whatever a
  * descriptor turns out to be, its cork is undone before the queue thread
  * returns to gRPC: at worst an unrelated socket is corked for the span of
  * one loop. */
@@ -43,7 +44,9 @@ typedef struct {
   int fd; /* -1: empty */
 } slot;
 
-enum { TABLE_SIZE = 1024, SCAN_INTERVAL_MS = 100 };
+/* Open addressing, rebuilt whole by every pass (so no deletions): room
+ * for TABLE_FILL sockets, the rest are simply not corked. */
+enum { TABLE_SIZE = 4096, TABLE_FILL = 3072, SCAN_INTERVAL_MS = 100 };
 
 /* Shared by the queue threads (one, as the server runs; tests use two). */
 static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -112,7 +115,7 @@ static bool same(const endpoint *a, const endpoint *b) {
   return a->port == b->port && memcmp(a->addr, b->addr, 16) == 0;
 }
 
-static slot *slot_of(const endpoint *e) {
+static size_t home_of(const endpoint *e) {
   uint32_t h = 2166136261u; /* FNV-1a over the bytes, then a final mix: */
   for (int i = 0; i < 16; i++) h = (h ^ e->addr[i]) * 16777619u;
   h = (h ^ (e->port & 0xff)) * 16777619u;
@@ -120,7 +123,14 @@ static slot *slot_of(const endpoint *e) {
   h ^= h >> 16; /* the low bits alone depend on only part of the input */
   h *= 0x85ebca6bu;
   h ^= h >> 13;
-  return &table[h % TABLE_SIZE];
+  return h % TABLE_SIZE;
+}
+
+/* The slot holding e, or the empty one where it would go. */
+static slot *slot_of(const endpoint *e) {
+  size_t i = home_of(e);
+  while (table[i].fd >= 0 && !same(&table[i].peer, e)) i = (i + 1) % TABLE_SIZE;
+  return &table[i];
 }
 
 static bool fd_peer(int fd, endpoint *e) {
@@ -129,16 +139,19 @@ static bool fd_peer(int fd, endpoint *e) {
   return getpeername(fd, (struct sockaddr *)&ss, &len) == 0 && from_sockaddr(&ss, e);
 }
 
-/* Records the peer of every connected socket of the process. */
+/* Rebuilds the table from the peer of every connected socket. */
 static void scan(void) {
+  for (size_t i = 0; i < TABLE_SIZE; i++) table[i].fd = -1;
   DIR *d = opendir("/proc/self/fd");
   if (!d) return;
-  for (struct dirent *de; (de = readdir(d));) {
+  size_t filled = 0;
+  for (struct dirent *de; filled < TABLE_FILL && (de = readdir(d));) {
     if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
     int fd = atoi(de->d_name);
     endpoint e;
     if (fd == dirfd(d) || !fd_peer(fd, &e)) continue;
     slot *s = slot_of(&e);
+    if (s->fd < 0) filled++;
     s->peer = e;
     s->fd = fd;
   }
@@ -156,16 +169,21 @@ static int find_fd_locked(const char *peer) {
   }
   for (int pass = 0; pass < 2; pass++) {
     slot *s = slot_of(&want);
-    if (s->fd >= 0 && same(&s->peer, &want)) {
-      if (fd_peer(s->fd, &got) && same(&got, &want)) return s->fd;
-      s->fd = -1; /* closed, or the descriptor now belongs to someone else */
-    }
+    /* checked again: the descriptor may have been closed and reused */
+    if (s->fd >= 0 && fd_peer(s->fd, &got) && same(&got, &want)) return s->fd;
     int64_t now = time_mono_ms();
     if (pass == 1 || now - last_scan_ms < SCAN_INTERVAL_MS) break;
     last_scan_ms = now;
     scan();
   }
   return -1;
+}
+
+int rpc_cork_fd_of(const char *peer) {
+  pthread_mutex_lock(&table_mu);
+  int fd = find_fd_locked(peer);
+  pthread_mutex_unlock(&table_mu);
+  return fd;
 }
 
 bool rpc_cork_enabled(void) {

@@ -60,6 +60,9 @@ typedef struct {
   int fds[RPC_CORK_MAX_FDS];
   size_t n;
 } rpc_cork;
+/* The descriptor of the connection whose far end gRPC names `peer`
+ * ("ipv4:127.0.0.1:5432"), or -1 (exposed for tests). */
+int rpc_cork_fd_of(const char *peer);
 /* False when SYNOD_CORK=0 (for benchmarks: the effect of corking). */
 bool rpc_cork_enabled(void);
 /* Corks each connection that two or more of the calls' replies go to. */

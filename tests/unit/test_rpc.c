@@ -380,6 +380,40 @@ static void test_shutdown_with_calls_in_flight(void) {
   rpc_channel_close(ch);
 }
 
+/* cork.c's socket lookup (rpc_internal.h), exposed for this test. */
+int rpc_cork_fd_of(const char *peer);
+
+/* The lookup behind corking, with many connections at once: each accepted
+ * socket is found from its peer's name as gRPC spells it. */
+static void test_cork_finds_each_connection(void) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  REQUIRE(l >= 0 && bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 128) == 0);
+  REQUIRE(getsockname(l, (struct sockaddr *)&a, &al) == 0);
+  enum { N = 64 };
+  int cli[N], acc[N];
+  for (int i = 0; i < N; i++) {
+    cli[i] = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(cli[i] >= 0 && connect(cli[i], (struct sockaddr *)&a, sizeof a) == 0);
+    acc[i] = accept(l, NULL, NULL);
+    REQUIRE(acc[i] >= 0);
+  }
+  usleep(150 * 1000); /* past the interval between two passes (the test before made one) */
+  for (int i = 0; i < N; i++) {
+    struct sockaddr_in c;
+    socklen_t cl = sizeof c;
+    REQUIRE(getsockname(cli[i], (struct sockaddr *)&c, &cl) == 0);
+    char peer[64];
+    snprintf(peer, sizeof peer, i % 2 ? "ipv4:127.0.0.1:%d" : "ipv6:[::ffff:127.0.0.1]:%d", ntohs(c.sin_port));
+    CHECK_INT(rpc_cork_fd_of(peer), ==, acc[i]);
+  }
+  CHECK_INT(rpc_cork_fd_of("unix:/tmp/x"), ==, -1);
+  CHECK_INT(rpc_cork_fd_of("ipv4:127.0.0.1:1"), ==, -1);
+  for (int i = 0; i < N; i++) close(cli[i]), close(acc[i]);
+  close(l);
+}
+
 /* The server's end of the one connection to `port` in this process. */
 static int accepted_socket(int port) {
   DIR *d = opendir("/proc/self/fd");
@@ -524,6 +558,7 @@ int main(void) {
   RUN(test_shutdown_with_calls_in_flight);
   RUN(test_drain_answers_calls_in_flight);
   RUN(test_group_replies_leave_together);
+  RUN(test_cork_finds_each_connection);
   rpc_global_shutdown();
   return testing_done();
 }
