@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------- logging */
 
@@ -57,6 +58,9 @@ size_t arena_used(const arena *a);
 int64_t time_mono_ns(void);   /* CLOCK_MONOTONIC */
 int64_t time_wall_ns(void);   /* CLOCK_REALTIME */
 static inline int64_t time_mono_ms(void) { return time_mono_ns() / 1000000; }
+/* `ms` from now on `clock`: the absolute deadline pthread_cond_timedwait
+ * takes (on the clock the condition variable was made with). */
+struct timespec time_after_ms(clockid_t clock, int64_t ms);
 
 /* ---------------------------------------------------------------- checksums */
 

@@ -7,7 +7,6 @@
 #include <grpc/grpc_security.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 /* Requests kept posted per method: calls beyond these wait inside gRPC (not
  * refused), so this only trims latency under bursts. */
@@ -241,14 +240,7 @@ void rpc_server_drain(rpc_server *srv, int grace_ms) {
    * to another endpoint) but lets the calls in flight finish. */
   grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
   if (grace_ms > 0) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += grace_ms / 1000;
-    until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = time_after_ms(CLOCK_REALTIME, grace_ms);
     pthread_mutex_lock(&srv->mu);
     while (atomic_load(&srv->unanswered) > 0)
       if (pthread_cond_timedwait(&srv->cv, &srv->mu, &until) != 0) break;

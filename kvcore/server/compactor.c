@@ -24,11 +24,7 @@ struct compactor {
 
 /* Sleeps up to ms; returns false when asked to stop. */
 static bool nap(compactor *c, int64_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+  struct timespec ts = time_after_ms(CLOCK_MONOTONIC, ms);
   pthread_mutex_lock(&c->mu);
   while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0) {
   }

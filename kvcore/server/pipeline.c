@@ -555,10 +555,7 @@ static void *apply_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     if (!p->head && !p->compact_pending && !p->stopping) {
       /* Wake now and then to expire requests that never came back. */
-      struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
-      ts.tv_nsec += 100 * 1000000;
-      if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+      struct timespec ts = time_after_ms(CLOCK_MONOTONIC, 100);
       pthread_cond_timedwait(&p->cv, &p->mu, &ts);
     }
     batch *b = p->head;

@@ -217,10 +217,7 @@ static void *reads_main(void *arg) {
       pthread_mutex_lock(&r->mu);
       continue;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += 50 * 1000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    struct timespec ts = time_after_ms(CLOCK_MONOTONIC, 50);
     pthread_cond_timedwait(&r->cv, &r->mu, &ts);
   }
   read_req *left = r->pending;

@@ -141,10 +141,7 @@ static bool stream_image(outgoing *o, int fd, uint64_t total) {
   if (!o->closed) rpc_client_stream_close(s, ok); /* graceful: half-close once sent, then the ack */
   int64_t deadline = time_mono_ms() + ACK_TIMEOUT_MS;
   while (!o->closed && time_mono_ms() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    struct timespec ts = time_after_ms(CLOCK_REALTIME, 50);
     pthread_cond_timedwait(&o->cv, &o->mu, &ts);
     if (!o->closed && atomic_load(&n->stopping)) {
       rpc_client_stream_close(s, false);

@@ -52,10 +52,7 @@ static void saver_unref(saver *v) {
 static bool wait_room(saver *v) {
   pthread_mutex_lock(&v->mu);
   while (!v->closed && rpc_stream_queued(v->s) > QUEUE_LIMIT) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100 * 1000000; /* a missed wakeup costs at most this */
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    struct timespec ts = time_after_ms(CLOCK_REALTIME, 100); /* a missed wakeup costs at most this */
     pthread_cond_timedwait(&v->cv, &v->mu, &ts);
   }
   bool ok = !v->closed && !atomic_load(&v->n->stopping);
