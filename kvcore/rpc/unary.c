@@ -150,7 +150,8 @@ static void handoff_done(rpc_tag *tag, bool ok) {
   /* Replies for the same connection leave together (cork.c). */
   grpc_call *calls[RPC_CORK_MAX_CALLS];
   size_t n = 0;
-  for (rpc_call *x = c; x && n < RPC_CORK_MAX_CALLS && rpc_cork_enabled(); x = x->group_next) calls[n++] = x->call;
+  if (rpc_cork_enabled())
+    for (rpc_call *x = c; x && n < RPC_CORK_MAX_CALLS; x = x->group_next) calls[n++] = x->call;
   rpc_cork k;
   rpc_cork_begin(&k, calls, n);
   for (rpc_call *next; c; c = next) {

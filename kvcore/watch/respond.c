@@ -252,8 +252,11 @@ int64_t respond_events(watch_hub *h, watcher *w, uint32_t first, int64_t upto, e
     if (!l->built) build_events(h, w, first, false, l);
     idx = first_at(l->revs, l->n, w->min_rev);
   } else {
-    /* A range watcher's own list was filtered as it was built (on_match). */
-    build_events(h, w, first, shared != NULL, l);
+    /* A key group's pending events are everyone's, so a watcher with
+     * filters applies them here; a range watcher's own list (no shared
+     * lists) was already filtered as it was built (on_match). */
+    bool apply_filters = shared != NULL;
+    build_events(h, w, first, apply_filters, l);
   }
   if (idx == l->n) return 0;
   while (idx < l->n) {
