@@ -211,12 +211,13 @@ uint64_t space_change_pages(const mvcc_store *s, size_t key_len, size_t value_le
 void space_release(mvcc_store *s);
 /* From the checkpoint thread, every SPACE_POLL_MS, without the checkpoint
  * lock: puts the next pages of the part allocated ahead into the page cache
- * as single pages (pwrite mode), at most SPACE_PREPARE_PAGES a call and
- * SPACE_PREPARE_AHEAD beyond LMDB's last page (8 MiB a poll keeps ahead of
- * 160 MB/s of growth; preparing the whole chunk at once cost every start
- * 70 ms of CPU and 64 MiB of page cache). */
+ * as single pages (pwrite mode), SPACE_PREPARE_RUN bytes a read, at most
+ * SPACE_PREPARE_PAGES a call and SPACE_PREPARE_AHEAD beyond LMDB's last
+ * page (8 MiB a poll keeps ahead of 160 MB/s of growth; preparing the
+ * whole chunk at once cost every start 70 ms of CPU and 64 MiB of page
+ * cache). */
 void space_prepare(mvcc_store *s);
-enum { SPACE_PREPARE_PAGES = 2048, SPACE_PREPARE_AHEAD = 2048 };
+enum { SPACE_PREPARE_PAGES = 2048, SPACE_PREPARE_AHEAD = 2048, SPACE_PREPARE_RUN = 64 << 10 };
 /* From the checkpoint thread, every SPACE_POLL_MS: if more than
  * SPACE_RESIDENT of the file is mapped, takes the writer lock for a moment
  * and releases the map. */
