@@ -55,9 +55,9 @@
  * (fallocate without KEEP_SIZE) and the checkpoint thread reads it, 64 KiB
  * a read, through a descriptor without readahead (POSIX_FADV_RANDOM), a few
  * MiB ahead of LMDB: without readahead the kernel caches each page read as
- * one zeroed 4 KiB folio, and LMDB's writes later land in those. Clean page-cache pages, not the process's
- * memory; where the thread falls behind, LMDB's writes make large folios as
- * before.
+ * one zeroed 4 KiB folio, and LMDB's writes later land in those. Clean
+ * page-cache pages, not the process's memory; where the thread falls
+ * behind, LMDB's writes make large folios as before.
  */
 #include <errno.h>
 #include <fcntl.h>
