@@ -185,6 +185,11 @@ int rpc_server_start(const rpc_server_options *opt, const rpc_method *methods, s
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 2 * 3600 * 1000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 20000},
+      /* gRPC C core binds with SO_REUSEPORT unless told not to: a second
+       * process on the same port would then start without complaint and
+       * the kernel would split new connections between the two. etcd (Go)
+       * gets "address already in use"; so do we. */
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
   };
   grpc_channel_args chargs = {.num_args = sizeof args / sizeof args[0], .args = args};
   srv->server = grpc_server_create(&chargs, NULL);

@@ -13,6 +13,7 @@ Environment:
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,7 +37,40 @@ ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
 
 
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
+    """A free port below the kernel's ephemeral range, chosen at random.
+
+    A port the kernel hands out for bind(0) is also what it hands out for
+    outgoing connections and to the other tests running in parallel, so it
+    can be taken again between this check and the server's bind; a server
+    refuses a port in use ("address already in use"), and the test then
+    fails. Ports below the ephemeral range are never picked by the kernel,
+    and a random one out of some twenty thousand rarely meets another test's.
+    """
+    low, high = 10000, _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -185,6 +185,28 @@ static void call(rpc_channel *ch, const char *method, const char *service, int64
 
 /* ---------------------------------------------------------------- tests */
 
+/* A port in use is an error, as for etcd ("address already in use"): gRPC
+ * C core would otherwise bind it a second time with SO_REUSEPORT, and the
+ * kernel would share new connections between the two servers. */
+static void test_port_in_use(void) {
+  char target[64];
+  rpc_server *first = start(target, sizeof target);
+  REQUIRE(first);
+  const char *listen[] = {target};
+  rpc_server_options o = {.listen = listen, .n_listen = 1};
+  rpc_server *second = NULL;
+  char err[256] = "";
+  CHECK_INT(rpc_server_start(&o, methods, sizeof methods / sizeof methods[0], &second, err, sizeof err), ==, -1);
+  CHECK(second == NULL);
+  CHECK(strstr(err, "address already in use") != NULL);
+  if (second) {
+    rpc_server_shutdown(second);
+    rpc_server_free(second);
+  }
+  rpc_server_shutdown(first);
+  rpc_server_free(first);
+}
+
 static void test_unary_and_unknown(void) {
   char target[64];
   rpc_server *srv = start(target, sizeof target);
@@ -552,6 +574,7 @@ static void test_drain_answers_calls_in_flight(void) {
 int main(void) {
   rpc_global_init();
   RUN(test_unary_and_unknown);
+  RUN(test_port_in_use);
   RUN(test_replies_from_other_threads);
   RUN(test_streams);
   RUN(test_long_wait_cancel);
