@@ -72,7 +72,6 @@ struct raftnode {
   uint64_t image_index; /* ... and its snapshot index */
   int64_t last_retry;
   item *held_head, **held_tail; /* proposals waiting for the next batch */
-  size_t n_held;
   int64_t hold_until; /* monotonic ns */
 
   pthread_mutex_t vmu;
@@ -416,16 +415,15 @@ static void hold(raftnode *rn, item *it) {
   it->next = NULL;
   *rn->held_tail = it;
   rn->held_tail = &it->next;
-  rn->n_held++;
 }
 
+/* Processes the held proposals; returns how many there were. */
 static size_t release_held(raftnode *rn) {
   item *list = rn->held_head;
-  size_t n = rn->n_held;
+  size_t n = 0;
   rn->held_head = NULL;
   rn->held_tail = &rn->held_head;
-  rn->n_held = 0;
-  for (item *it = list, *next; it; it = next) {
+  for (item *it = list, *next; it; it = next, n++) {
     next = it->next;
     process(rn, it);
   }
