@@ -73,6 +73,8 @@ struct raftnode {
   int64_t last_retry;
   item *held_head, **held_tail; /* proposals waiting for the next batch */
   int64_t hold_until; /* monotonic ns */
+  int64_t window_start; /* a follower's pacing: proposals since then */
+  size_t window_proposals;
 
   pthread_mutex_t vmu;
   raftnode_view view;
@@ -181,7 +183,7 @@ static void refresh_view(raftnode *rn) {
 
 /* ---------------------------------------------------------------- ready */
 
-static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
+static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n, bool flush) {
   for (size_t i = 0; i < n; i++) {
     log_debug("raft: -> %s to %016" PRIx64 " term %" PRIu64 " index %" PRIu64 " log_term %" PRIu64 " commit %" PRIu64
               " entries %zu%s",
@@ -194,7 +196,7 @@ static void send_msgs(raftnode *rn, const raft_msg *msgs, size_t n) {
     }
     rn->o.cb.send(rn->o.cb.arg, msgs[i].to, rn->enc.data, rn->enc.len, msgs[i].type == RAFT_MSG_SNAP);
   }
-  if (n && rn->o.cb.flush) rn->o.cb.flush(rn->o.cb.arg);
+  if (n && flush && rn->o.cb.flush) rn->o.cb.flush(rn->o.cb.arg);
 }
 
 static void fatal(const char *what) {
@@ -223,7 +225,11 @@ static void hand_committed(raftnode *rn, const raft_entry *ents, size_t n) {
 static void handle_ready(raftnode *rn) {
   raft_ready rd;
   if (raft_get_ready(rn->r, &rd) != RAFT_OK) return;
-  send_msgs(rn, rd.msgs, rd.n_msgs);
+  /* The leader's appends go out before its own sync, so that followers
+   * write in parallel. A follower's messages (forwarded proposals, mostly)
+   * can wait for its answers after the sync: one peer batch, not two. */
+  bool wait_for_answers = rd.n_msgs_after_persist && atomic_load(&rn->lead) != rn->o.id;
+  send_msgs(rn, rd.msgs, rd.n_msgs, !wait_for_answers);
 
   if (rd.snapshot) {
     /* The state arrived through the transport as an image; the apply thread
@@ -255,7 +261,7 @@ static void handle_ready(raftnode *rn) {
     fatal("appending to the in-memory log");
   if (rd.hard_state_changed) raft_memstorage_set_hard_state(rn->ms, &rd.hard_state);
 
-  send_msgs(rn, rd.msgs_after_persist, rd.n_msgs_after_persist);
+  send_msgs(rn, rd.msgs_after_persist, rd.n_msgs_after_persist, true);
   if (rd.n_committed) hand_committed(rn, rd.committed, rd.n_committed);
   for (size_t i = 0; i < rd.n_read_states; i++) {
     if (rd.read_states[i].ctx_len != 8) continue;
@@ -430,6 +436,25 @@ static size_t release_held(raftnode *rn) {
   return n;
 }
 
+/* A follower forwards its clients' proposals to the leader. They arrive one
+ * by one, and forwarding each as it comes costs a peer message, a wake-up
+ * of this loop and of the leader's gRPC thread, per proposal. So once
+ * pace_min_batch proposals arrived within a window of four intervals (a
+ * lone client never gets there), a follower holds the next ones, and lets
+ * them go with the leader's next message, which it answers anyway: both
+ * leave in one peer batch. Failing that, at the hold's end. The leader
+ * holds what arrives until its own next batch, so the wait costs no extra
+ * round. Returns the proposals seen in the current window. */
+static size_t follower_recent(raftnode *rn, size_t proposals, int64_t now) {
+  int64_t window_ns = (int64_t)rn->o.pace_interval_us * 1000 * 4;
+  if (now - rn->window_start >= window_ns) {
+    rn->window_start = now;
+    rn->window_proposals = 0;
+  }
+  rn->window_proposals += proposals;
+  return rn->window_proposals;
+}
+
 static void set_holding(raftnode *rn, bool on, int64_t now) {
   /* With followers a batch costs every member a sync, a store commit and
    * messages, and the leader's batches are smaller (it appends whatever
@@ -482,6 +507,11 @@ static void *loop_main(void *arg) {
      * join them, in order. */
     size_t proposals = 0;
     bool release = holding && now >= rn->hold_until;
+    bool leading = atomic_load(&rn->lead) == rn->o.id;
+    /* A follower's held proposals leave with its next answer to the
+     * leader: one peer message carries both (see follower_recent). */
+    for (item *it = list; holding && !release && !leading && it; it = it->next)
+      release = it->kind == IN_STEP && !it->proposal;
     if (release) proposals += release_held(rn);
     for (item *it = list, *next; it; it = next) {
       next = it->next;
@@ -493,8 +523,8 @@ static void *loop_main(void *arg) {
       process(rn, it);
     }
     if (proposals || release) {
-      bool pace = rn->o.pace_interval_us && proposals >= rn->o.pace_min_batch &&
-                  atomic_load(&rn->lead) == rn->o.id;
+      size_t recent = leading ? proposals : follower_recent(rn, proposals, now);
+      bool pace = rn->o.pace_interval_us && recent >= rn->o.pace_min_batch;
       if (pace || holding) set_holding(rn, pace, now);
     }
     retry_dropped(rn);

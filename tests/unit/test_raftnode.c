@@ -1,8 +1,11 @@
-/* The Raft loop of kvcore/server as one voter on a real WAL: group commit
- * pacing. Once a batch of proposals reached the threshold, the next ones are
- * held until the pacing interval has passed, and go out together; a lone
- * proposal is never held; reads are not held behind held proposals; and the
- * hold ends by itself when nothing more arrives.
+/* The Raft loop of kvcore/server on a real WAL: group commit pacing. As the
+ * one voter (the leader): once a batch of proposals reached the threshold,
+ * the next ones are held until the pacing interval has passed, and go out
+ * together; a lone proposal is never held; reads are not held behind held
+ * proposals; and the hold ends by itself when nothing more arrives. As a
+ * follower of a leader played by the test: proposals are forwarded at once
+ * until enough arrived within a window, then held until the leader's next
+ * message, whose answer carries them, or the hold's end.
  *
  * The interval here is two seconds and "at once" means within one, so the
  * assertions are about behaviour, not speed. */
@@ -13,7 +16,7 @@
 #include "raftnode.h"
 #include "testing.h"
 
-enum { INTERVAL_MS = 2000, AT_ONCE_MS = 1000, MAX_SEEN = 64 };
+enum { INTERVAL_MS = 2000, AT_ONCE_MS = 1000, MAX_SEEN = 64, MAX_SENT = 64 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -25,6 +28,11 @@ static int64_t seen_ms[MAX_SEEN];
 static int seen_call[MAX_SEEN];
 static uint64_t read_ctx;
 static int64_t read_ms;
+/* Messages the member sent: type, the flush that carried them (messages
+ * with the same number left together), and when. */
+static int n_sent, n_flushes;
+static int sent_type[MAX_SENT], sent_flush[MAX_SENT];
+static int64_t sent_ms[MAX_SENT];
 
 static void on_committed(void *arg, raft_entry *ents, size_t n) {
   (void)arg;
@@ -52,11 +60,23 @@ static void on_read_ready(void *arg, uint64_t ctx, uint64_t index) {
 
 static void on_leader_changed(void *arg, uint64_t lead, uint64_t term) { (void)arg, (void)lead, (void)term; }
 static void on_send(void *arg, uint64_t to, const uint8_t *m, size_t len, bool snap) {
-  (void)arg, (void)to, (void)m, (void)len, (void)snap;
+  (void)arg, (void)to, (void)snap;
+  pthread_mutex_lock(&mu);
+  if (n_sent < MAX_SENT) {
+    sent_type[n_sent] = raft_msg_peek_type(m, len);
+    sent_flush[n_sent] = n_flushes;
+    sent_ms[n_sent++] = time_mono_ms();
+  }
+  pthread_mutex_unlock(&mu);
 }
 static int on_install(void *arg, const char *path) { return (void)arg, (void)path, -1; }
 static void on_snapshot_done(void *arg, bool installed) { (void)arg, (void)installed; }
-static void on_flush(void *arg) { (void)arg; }
+static void on_flush(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&mu);
+  n_flushes++;
+  pthread_mutex_unlock(&mu);
+}
 
 /* Waits up to ms for `count` entries to be seen (or the read to be ready). */
 static int wait_seen(int count, int64_t ms) {
@@ -72,17 +92,41 @@ static int wait_seen(int count, int64_t ms) {
   return n;
 }
 
+/* How many messages of a type were sent; the index of the nth (from 1) in
+ * *at, if asked. */
+static int count_sent(int type, int nth, int *at) {
+  int n = 0;
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < n_sent; i++)
+    if (sent_type[i] == type && ++n == nth && at) *at = i;
+  pthread_mutex_unlock(&mu);
+  return n;
+}
+
+/* Waits up to ms for `count` messages of a type to be sent. */
+static int wait_sent(int type, int count, int64_t ms) {
+  int64_t until = time_mono_ms() + ms;
+  int n;
+  while ((n = count_sent(type, 0, NULL)) < count && time_mono_ms() < until) usleep(2000);
+  return n;
+}
+
 static void propose(raftnode *rn, char c) {
   uint8_t d[1] = {(uint8_t)c};
   raftnode_propose(rn, d, 1, time_mono_ns() + 60 * 1000000000LL);
 }
 
-static raftnode *start(const char *dir, uint32_t pace_us, uint32_t min_batch) {
-  raft_conf_change cc = {.type = RAFT_CC_ADD_VOTER, .node_id = 1};
-  buf data = {0};
-  raft_cc_encode(&cc, &data);
-  raft_entry boot = {.term = 1, .index = 1, .data = data.data, .len = (uint32_t)data.len,
-                     .type = RAFT_ENTRY_CONF_CHANGE};
+/* Member 1 of a cluster of voters 1..n_voters. Alone it elects itself;
+ * with others it waits (a long election timeout) for the test to lead. */
+static raftnode *start_member(const char *dir, uint32_t pace_us, uint32_t min_batch, int n_voters) {
+  raft_entry boot[2];
+  buf data[2] = {{0}};
+  for (int i = 0; i < n_voters; i++) {
+    raft_conf_change cc = {.type = RAFT_CC_ADD_VOTER, .node_id = (uint64_t)i + 1};
+    raft_cc_encode(&cc, &data[i]);
+    boot[i] = (raft_entry){.term = 1, .index = (uint64_t)i + 1, .data = data[i].data, .len = (uint32_t)data[i].len,
+                           .type = RAFT_ENTRY_CONF_CHANGE};
+  }
   uint8_t meta[16] = {1};
   raftnode_options o = {
       .id = 1,
@@ -90,12 +134,12 @@ static raftnode *start(const char *dir, uint32_t pace_us, uint32_t min_batch) {
       .wal_meta = meta,
       .wal_meta_len = sizeof meta,
       .heartbeat_ms = 100,
-      .election_ticks = 10,
+      .election_ticks = n_voters == 1 ? 10 : 1000,
       .snapshot_count = 10000,
       .pace_interval_us = pace_us,
       .pace_min_batch = min_batch,
-      .bootstrap = &boot,
-      .n_bootstrap = 1,
+      .bootstrap = boot,
+      .n_bootstrap = (size_t)n_voters,
       .cb = {on_committed, on_read_ready, on_leader_changed, on_send, on_install, on_snapshot_done, on_flush, NULL},
   };
   raftnode *rn = NULL;
@@ -104,14 +148,28 @@ static raftnode *start(const char *dir, uint32_t pace_us, uint32_t min_batch) {
     fprintf(stderr, "raftnode_start: %s\n", err);
     rn = NULL;
   }
-  buf_free(&data);
-  for (int i = 0; rn && i < 500 && raftnode_lead(rn) != 1; i++) usleep(10000);
+  for (int i = 0; i < n_voters; i++) buf_free(&data[i]);
+  for (int i = 0; rn && n_voters == 1 && i < 500 && raftnode_lead(rn) != 1; i++) usleep(10000);
   return rn;
+}
+
+static raftnode *start(const char *dir, uint32_t pace_us, uint32_t min_batch) {
+  return start_member(dir, pace_us, min_batch, 1);
+}
+
+/* A heartbeat from member 2, leader in term 2. */
+static void heartbeat_from_leader(raftnode *rn) {
+  raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 1, .term = 2};
+  buf b = {0};
+  raft_msg_encode(&m, &b);
+  raftnode_step(rn, b.data, b.len);
+  buf_free(&b);
 }
 
 static void reset(void) {
   pthread_mutex_lock(&mu);
   n_seen = n_calls = 0;
+  n_sent = n_flushes = 0;
   read_ctx = 0;
   pthread_mutex_unlock(&mu);
 }
@@ -182,8 +240,60 @@ static void test_small_batches_are_never_held(void) {
   free(dir);
 }
 
+/* A follower forwards proposals at once until min_batch of them arrived
+ * within its window (four intervals); then it holds the next ones until the
+ * leader's next message, and they leave in the same flush as its answer;
+ * failing that, when the hold (twice the interval) ends. */
+static void test_follower_holds_until_the_leader_speaks(void) {
+  char *dir = xstrdup(testing_tmpdir());
+  reset();
+  enum { PACE_MS = 1000, HOLD_MS = 2 * PACE_MS, QUIET_MS = 300 };
+  raftnode *rn = start_member(dir, PACE_MS * 1000, 3, 2);
+  REQUIRE(rn);
+  heartbeat_from_leader(rn);
+  for (int i = 0; i < 500 && raftnode_lead(rn) != 2; i++) usleep(10000);
+  REQUIRE(raftnode_lead(rn) == 2);
+
+  /* Below the threshold, each is forwarded at once. */
+  for (int i = 0; i < 3; i++) {
+    propose(rn, (char)('a' + i));
+    CHECK_INT(wait_sent(RAFT_MSG_PROP, i + 1, AT_ONCE_MS), ==, i + 1);
+  }
+  /* The threshold is met: the next two wait... */
+  propose(rn, 'd');
+  propose(rn, 'e');
+  usleep(QUIET_MS * 1000);
+  CHECK_INT(count_sent(RAFT_MSG_PROP, 0, NULL), ==, 3);
+  /* ... for the leader's next message, and leave with the answer to it. */
+  heartbeat_from_leader(rn);
+  CHECK_INT(wait_sent(RAFT_MSG_PROP, 5, AT_ONCE_MS), ==, 5);
+  int d = -1, e = -1, answer = -1;
+  count_sent(RAFT_MSG_PROP, 4, &d);
+  count_sent(RAFT_MSG_PROP, 5, &e);
+  CHECK_INT(wait_sent(RAFT_MSG_HEARTBEAT_RESP, 2, AT_ONCE_MS), ==, 2);
+  count_sent(RAFT_MSG_HEARTBEAT_RESP, 2, &answer);
+  REQUIRE(d >= 0 && e >= 0 && answer >= 0);
+  CHECK_INT(sent_flush[d], ==, sent_flush[answer]);
+  CHECK_INT(sent_flush[e], ==, sent_flush[answer]);
+
+  /* Without a word from the leader, the hold ends by itself. */
+  int64_t t = time_mono_ms();
+  propose(rn, 'f');
+  usleep(QUIET_MS * 1000);
+  CHECK_INT(count_sent(RAFT_MSG_PROP, 0, NULL), ==, 5);
+  CHECK_INT(wait_sent(RAFT_MSG_PROP, 6, 3 * HOLD_MS), ==, 6);
+  int f = -1;
+  count_sent(RAFT_MSG_PROP, 6, &f);
+  REQUIRE(f >= 0);
+  CHECK(sent_ms[f] - t < 2 * HOLD_MS);
+  raftnode_stop(rn);
+  testing_rmdir(dir);
+  free(dir);
+}
+
 int main(void) {
   RUN(test_pacing_holds_then_lets_go);
   RUN(test_small_batches_are_never_held);
+  RUN(test_follower_holds_until_the_leader_speaks);
   return testing_done();
 }
