@@ -11,6 +11,7 @@ Environment:
   SYNOD_TEST_KEEP    keep data directories and logs of passing tests
 """
 
+import fcntl
 import json
 import os
 import random
@@ -38,6 +39,8 @@ ETCDCTL = "/usr/bin/etcdctl"
 
 
 _handed_out = set()
+_claims = []  # open lock files: a port stays claimed while this process lives
+_CLAIM_DIR = os.path.join(tempfile.gettempdir(), "synod-test-ports")
 
 
 def _ephemeral_low():
@@ -48,15 +51,36 @@ def _ephemeral_low():
         return 32768
 
 
+def _claim(port):
+    """Claims a port against the other test processes running beside this
+    one: an exclusive lock on a file named after it, held (the file left
+    open) until this process exits, when the kernel drops the lock. The
+    files are never removed: a removed file could be locked by one process
+    while another creates and locks its successor."""
+    os.makedirs(_CLAIM_DIR, exist_ok=True)
+    fd = os.open(os.path.join(_CLAIM_DIR, str(port)), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claims.append(fd)
+    return True
+
+
 def free_port():
-    """A free port below the kernel's ephemeral range, chosen at random.
+    """A free port below the kernel's ephemeral range, chosen at random and
+    claimed for this process.
 
     A port the kernel hands out for bind(0) is also what it hands out for
     outgoing connections and to the other tests running in parallel, so it
     can be taken again between this check and the server's bind; a server
     refuses a port in use ("address already in use"), and the test then
-    fails. Ports below the ephemeral range are never picked by the kernel,
-    and a random one out of some twenty thousand rarely meets another test's.
+    fails. Ports below the ephemeral range are never picked by the kernel.
+    Random picks alone still met another test's ports now and then (a few
+    hundred picks per `make test` among some twenty thousand ports, with
+    tests running in pairs): each port is also claimed (_claim), so two
+    test processes never get the same one.
     """
     low, high = 10000, _ephemeral_low()
     rng = random.SystemRandom()
@@ -69,6 +93,8 @@ def free_port():
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _claim(port):
+            continue
         _handed_out.add(port)
         return port
     with socket.socket() as s:
@@ -137,7 +163,11 @@ class Member:
         return self
 
     def wait_ready(self, timeout=30.0):
-        wait_port(self.client_port, timeout, self.proc, host=self.endpoint.rsplit(":", 1)[0])
+        try:
+            wait_port(self.client_port, timeout, self.proc, host=self.endpoint.rsplit(":", 1)[0])
+        except RuntimeError as e:
+            # Say why: a server that stopped at start-up says so in its log.
+            raise RuntimeError("%s: %s; its log ends:\n%s" % (self.name, e, self.read_log()[-1500:])) from None
         deadline = time.time() + timeout
         while time.time() < deadline:
             r = etcdctl(self, "endpoint", "health", check=False, timeout=5)
