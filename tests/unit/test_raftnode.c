@@ -5,9 +5,11 @@
  * proposals; and the hold ends by itself when nothing more arrives. As a
  * follower of a leader played by the test: proposals are forwarded at once
  * until enough arrived within a window, then held until the leader's next
- * message, whose answer carries them, or the hold's end.
+ * message, whose answer carries them, or the hold's end. As a leader whose
+ * follower the test plays: the hold is two intervals, three after a big
+ * batch.
  *
- * The interval here is two seconds and "at once" means within one, so the
+ * Intervals here are 0.4-2 seconds and "at once" means within one, so the
  * assertions are about behaviour, not speed. */
 #include <pthread.h>
 #include <unistd.h>
@@ -33,6 +35,10 @@ static int64_t read_ms;
 static int n_sent, n_flushes;
 static int sent_type[MAX_SENT], sent_flush[MAX_SENT];
 static int64_t sent_ms[MAX_SENT];
+/* When set, the test plays member 2 as a follower that grants every vote
+ * and acknowledges every append and heartbeat at once. */
+static bool play_follower;
+static raftnode *the_member;
 
 static void on_committed(void *arg, raft_entry *ents, size_t n) {
   (void)arg;
@@ -59,8 +65,26 @@ static void on_read_ready(void *arg, uint64_t ctx, uint64_t index) {
 }
 
 static void on_leader_changed(void *arg, uint64_t lead, uint64_t term) { (void)arg, (void)lead, (void)term; }
+static void answer_as_follower(const uint8_t *bytes, size_t len) {
+  raft_msg m, r = {0};
+  raft_decode_buf db = {0};
+  if (raft_msg_decode(bytes, len, &m, &db) == RAFT_OK) {
+    r = (raft_msg){.from = 2, .to = 1, .term = m.term};
+    if (m.type == RAFT_MSG_VOTE) r.type = RAFT_MSG_VOTE_RESP;
+    if (m.type == RAFT_MSG_APP) r.type = RAFT_MSG_APP_RESP, r.index = m.index + m.n_entries;
+    if (m.type == RAFT_MSG_HEARTBEAT) r.type = RAFT_MSG_HEARTBEAT_RESP, r.index = m.index;
+  }
+  raft_decode_buf_free(&db);
+  if (!r.type) return;
+  buf b = {0};
+  raft_msg_encode(&r, &b);
+  raftnode_step(the_member, b.data, b.len);
+  buf_free(&b);
+}
+
 static void on_send(void *arg, uint64_t to, const uint8_t *m, size_t len, bool snap) {
   (void)arg, (void)to, (void)snap;
+  if (play_follower) answer_as_follower(m, len);
   pthread_mutex_lock(&mu);
   if (n_sent < MAX_SENT) {
     sent_type[n_sent] = raft_msg_peek_type(m, len);
@@ -134,7 +158,7 @@ static raftnode *start_member(const char *dir, uint32_t pace_us, uint32_t min_ba
       .wal_meta = meta,
       .wal_meta_len = sizeof meta,
       .heartbeat_ms = 100,
-      .election_ticks = n_voters == 1 ? 10 : 1000,
+      .election_ticks = n_voters == 1 || play_follower ? 10 : 1000,
       .snapshot_count = 10000,
       .pace_interval_us = pace_us,
       .pace_min_batch = min_batch,
@@ -144,7 +168,9 @@ static raftnode *start_member(const char *dir, uint32_t pace_us, uint32_t min_ba
   };
   raftnode *rn = NULL;
   char err[256];
-  if (raftnode_start(&o, &rn, err, sizeof err) < 0) {
+  /* (elections start after a second: the_member is set by then) */
+  if (raftnode_start(&o, &the_member, err, sizeof err) == 0) rn = the_member;
+  else {
     fprintf(stderr, "raftnode_start: %s\n", err);
     rn = NULL;
   }
@@ -171,6 +197,7 @@ static void reset(void) {
   n_seen = n_calls = 0;
   n_sent = n_flushes = 0;
   read_ctx = 0;
+  play_follower = false;
   pthread_mutex_unlock(&mu);
 }
 
@@ -291,9 +318,41 @@ static void test_follower_holds_until_the_leader_speaks(void) {
   free(dir);
 }
 
+/* A leader with followers holds for two intervals after a batch, and for
+ * three after a batch of three times the threshold. */
+static void test_busy_leader_holds_longer(void) {
+  char *dir = xstrdup(testing_tmpdir());
+  reset();
+  play_follower = true;
+  enum { PACE_MS = 400, SLACK_MS = 100 };
+  raftnode *rn = start_member(dir, PACE_MS * 1000, 1, 2);
+  REQUIRE(rn);
+  for (int i = 0; i < 1000 && raftnode_lead(rn) != 1; i++) usleep(10000);
+  REQUIRE(raftnode_lead(rn) == 1);
+
+  propose(rn, 'a'); /* a batch of one: the next hold is two intervals */
+  CHECK_INT(wait_seen(1, AT_ONCE_MS), ==, 1);
+  propose(rn, 'b');
+  propose(rn, 'c');
+  propose(rn, 'd');
+  CHECK_INT(wait_seen(4, 4 * PACE_MS + AT_ONCE_MS), ==, 4);
+  CHECK_INT(seen_call[1], ==, seen_call[3]);
+  int64_t two = seen_ms[1] - seen_ms[0];
+  CHECK(two >= 2 * PACE_MS - SLACK_MS && two < 3 * PACE_MS - SLACK_MS);
+  propose(rn, 'e'); /* after a batch of three: three intervals */
+  CHECK_INT(wait_seen(5, 5 * PACE_MS + AT_ONCE_MS), ==, 5);
+  int64_t three = seen_ms[4] - seen_ms[1];
+  CHECK(three >= 3 * PACE_MS - SLACK_MS);
+  raftnode_stop(rn);
+  play_follower = false;
+  testing_rmdir(dir);
+  free(dir);
+}
+
 int main(void) {
   RUN(test_pacing_holds_then_lets_go);
   RUN(test_small_batches_are_never_held);
   RUN(test_follower_holds_until_the_leader_speaks);
+  RUN(test_busy_leader_holds_longer);
   return testing_done();
 }
