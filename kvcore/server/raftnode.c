@@ -226,8 +226,9 @@ static void handle_ready(raftnode *rn) {
   raft_ready rd;
   if (raft_get_ready(rn->r, &rd) != RAFT_OK) return;
   /* The leader's appends go out before its own sync, so that followers
-   * write in parallel. A follower's messages (forwarded proposals, mostly)
-   * can wait for its answers after the sync: one peer batch, not two. */
+   * write in parallel. A follower's own messages (forwarded proposals and
+   * read requests) can wait the sync's few hundred microseconds for its
+   * answers to the leader: one peer batch, not two. */
   bool wait_for_answers = rd.n_msgs_after_persist && atomic_load(&rn->lead) != rn->o.id;
   send_msgs(rn, rd.msgs, rd.n_msgs, !wait_for_answers);
 

@@ -53,11 +53,10 @@ typedef struct {
   uint64_t snapshot_count; /* at most this many entries kept in memory */
   /* Group commit under load (0: off): once the leader appended a batch of
    * at least pace_min_batch proposals, the next batch waits until
-   * pace_interval_us after it (twice that with followers, three times
-   * after a batch of 3 * pace_min_batch); a follower
-   * that received pace_min_batch proposals within four intervals holds the
-   * next ones until the leader's next message. See "Group commit" in
-   * docs/cluster.md. */
+   * pace_interval_us after it (twice that with followers, three times after
+   * a batch of 3 * pace_min_batch); a follower that received pace_min_batch
+   * proposals within four intervals holds the next ones until the leader's
+   * next message. See "Group commit" in docs/cluster.md. */
   uint32_t pace_interval_us, pace_min_batch;
   /* Where the store stands: the log is read from here on, and the store is
    * the snapshot raft starts from. */
