@@ -38,7 +38,6 @@ ETCD_BIN = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
 
 
-_handed_out = set()
 _claims = []  # open lock files: a port stays claimed while this process lives
 _CLAIM_DIR = os.path.join(tempfile.gettempdir(), "synod-test-ports")
 
@@ -54,9 +53,11 @@ def _ephemeral_low():
 def _claim(port):
     """Claims a port against the other test processes running beside this
     one: an exclusive lock on a file named after it, held (the file left
-    open) until this process exits, when the kernel drops the lock. The
-    files are never removed: a removed file could be locked by one process
-    while another creates and locks its successor."""
+    open) until this process exits, when the kernel drops the lock. A
+    second claim from this process fails too (each open file holds its own
+    lock), so no port is handed out twice. The files are never removed: a
+    removed file could be locked by one process while another creates and
+    locks its successor."""
     os.makedirs(_CLAIM_DIR, exist_ok=True)
     fd = os.open(os.path.join(_CLAIM_DIR, str(port)), os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -86,17 +87,13 @@ def free_port():
     rng = random.SystemRandom()
     for _ in range(1000):
         port = rng.randrange(low, high)
-        if port in _handed_out:
-            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        if not _claim(port):
-            continue
-        _handed_out.add(port)
-        return port
+        if _claim(port):
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
