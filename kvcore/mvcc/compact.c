@@ -53,6 +53,9 @@ int mvcc_compact(mvcc_txn *t, int64_t rev) {
   if (t->in_request) return MVCC_EINVAL;
   if (rev <= t->st.compact_rev) return MVCC_ECOMPACTED;
   if (rev > t->st.rev) return MVCC_EFUTURE;
+  /* change_kept reads only kidx: every entry at or below rev goes there. */
+  int rc = tail_flush(t);
+  if (rc) return rc;
   t->st.compact_rev = rev;
   t->st.compact_pos_main = 0;
   t->st.compact_pos_sub = 0;
@@ -102,8 +105,12 @@ int mvcc_compact_step(mvcc_txn *t, size_t max_changes) {
   if (t->err) return t->err;
   int64_t at = t->st.compact_rev;
   if (t->st.compact_done_rev >= at) return 0;
+  /* A key whose last kidx entries this step removes must have none left in
+   * the tail (tail.c): flush it first. */
+  int rc = tail_flush(t);
+  if (rc) return rc;
   MDB_cursor *c;
-  int rc = mvcc_cursor(t, DB_HIST, &c);
+  rc = mvcc_cursor(t, DB_HIST, &c);
   if (rc) return rc;
 
   /* Decide first, delete after: the scan never runs a cursor across its

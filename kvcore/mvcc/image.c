@@ -182,9 +182,10 @@ static int check_hist(const char *path, MDB_txn *txn, MDB_dbi dbi, const store_s
   return rc;
 }
 
-/* Every index entry decodes, and the keys whose newest entry is not a
- * deletion are as many as the state says are live. */
-static int check_kidx(const char *path, MDB_txn *txn, MDB_dbi dbi, const store_state *st) {
+/* Every index entry decodes, and the keys whose newest entry (in the
+ * tail, rebuilt from hist, else in kidx) is not a deletion are as many as
+ * the state says are live. */
+static int check_kidx(const char *path, MDB_txn *txn, MDB_dbi dbi, const store_state *st, kidx_tail *tl) {
   MDB_cursor *c;
   int lrc = mdb_cursor_open(txn, dbi, &c);
   if (lrc) return mvcc_lmdb_err(lrc, "image: opening a cursor");
@@ -207,6 +208,10 @@ static int check_kidx(const char *path, MDB_txn *txn, MDB_dbi dbi, const store_s
       prev_main = main, prev_sub = sub;
     }
     if (!rc && drc != MDB_NOTFOUND) rc = mvcc_lmdb_err(drc, "image: reading the index");
+    int64_t tm, ts;
+    bool tdel;
+    if (tail_find(tl, false, k.mv_data, k.mv_size, st->kidx_flushed, st->rev, INT64_MAX, 0, &tm, &ts, &tdel))
+      del = tdel;
     if (!rc && !del) live++;
   }
   mdb_cursor_close(c);
@@ -229,7 +234,12 @@ static int check_env(const char *path, MDB_env *env, mvcc_image_info *info) {
   store_state st;
   if (!rc) rc = mvcc_state_read(txn, dbi[DB_MAIN], &st);
   if (!rc) rc = check_hist(path, txn, dbi[DB_HIST], &st);
-  if (!rc) rc = check_kidx(path, txn, dbi[DB_KIDX], &st);
+  kidx_tail tl = {0};
+  tail_init(&tl);
+  if (!rc) rc = tail_replay(&tl, txn, dbi[DB_HIST], dbi[DB_KIDX], &st);
+  if (rc == MVCC_EIO) rc = bad_image(path, "its history names a key the index lacks, or does not decode");
+  if (!rc) rc = check_kidx(path, txn, dbi[DB_KIDX], &st, &tl);
+  tail_destroy(&tl);
   mdb_txn_abort(txn);
   if (!rc && info) {
     info->applied_index = st.applied_index;

@@ -38,6 +38,26 @@ enum {
 extern const char *const mvcc_db_names[DB_COUNT];
 extern const unsigned mvcc_db_flags[DB_COUNT];
 
+/* The key index's tail (tail.c): newer entries of keys kidx holds. */
+typedef struct tail_key tail_key;
+typedef struct {
+  pthread_rwlock_t lock; /* readers around a lookup; the writer around a change */
+  tail_key **slots;      /* open addressing, power-of-two capacity */
+  size_t cap, n_keys;
+  _Atomic size_t n_dups; /* entries held: readers skip the lock at 0 */
+  size_t max;            /* a commit flushes once this many are unflushed */
+  /* The writer's alone. */
+  size_t unflushed;          /* entries above the committed F */
+  size_t unflushed_at_begin; /* restored by an abort */
+  tail_key **undo;           /* keys appended to by the open transaction */
+  size_t undo_n, undo_cap;
+  bool purge_wanted;         /* a flush committed: drop what it wrote, once readers allow */
+  /* The committed F; readers register it as they begin. Guarded by the
+   * store's pool_mu (the writer reads it without). */
+  int64_t flushed;
+} kidx_tail;
+enum { TAIL_MAX = 16384 };
+
 struct mvcc_txn {
   mvcc_store *s;
   MDB_txn *txn;
@@ -46,6 +66,10 @@ struct mvcc_txn {
   MDB_cursor *cur[DB_COUNT];
   bool cur_stale[DB_COUNT]; /* read txn reused from the pool: renew first */
   mvcc_txn *next;           /* read-txn pool link */
+  /* Read transactions: open ones are listed (pool_mu) with the F they
+   * registered at begin, which bounds what tail_purge may drop. */
+  mvcc_txn *active_next, *active_prev;
+  int64_t tail_floor;
 
   /* Write transactions only. */
   bool in_request;  /* between rev_begin and rev_end */
@@ -94,6 +118,8 @@ struct mvcc_store {
   pthread_mutex_t pool_mu; /* guards the free list and the gate, never held across LMDB calls */
   mvcc_txn *pool;
   int pool_len;
+  mvcc_txn *active; /* open read transactions */
+  kidx_tail tail;
   /* The gate (image.c): replacing the environment waits until no
    * transaction is open, and holds new ones back meanwhile. Writers are
    * held first (a defragmentation copies the store while readers go on),
@@ -286,11 +312,14 @@ void mvcc_test_set_image_hook(void (*fn)(void));
 /* Positions a kidx cursor on the first key >= target (which may be longer
  * than any stored key, or empty: the first key). */
 int kidx_seek_ge(MDB_cursor *c, const uint8_t *target, size_t n, MDB_val *k, MDB_val *d);
-/* The current version of key as t sees it (its newest kidx entry, value
+/* The current version of key as t sees it (its newest index entry, value
  * from hist): MVCC_OK, MVCC_ENOTFOUND (no entry, or the newest is a
  * delete), or an error. kv points into the map; *sub (may be NULL) gets
- * the version's sub revision. Leaves t's kidx cursor on the key. */
-int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub);
+ * the version's sub revision; *indexed (may be NULL) whether kidx holds
+ * the key. If the tail has no entry, leaves t's kidx cursor on the key or
+ * where it would be. */
+int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub,
+               bool *indexed);
 /* The newest kidx entry of the key under the cursor with main <= rev.
  * Returns 0 (found), MDB_NOTFOUND (the key has none), or an LMDB error. The
  * cursor stays on this key. */
@@ -298,6 +327,39 @@ int kidx_version_at(MDB_cursor *c, MDB_val *key, int64_t rev, int64_t *main, int
                     bool *is_delete);
 /* Reads and validates hist record (main, sub). */
 int hist_get(mvcc_txn *t, int64_t main, int64_t sub, hist_rec *out);
+
+/* ---------------------------------------------------------------- tail.c */
+
+void tail_init(kidx_tail *tl);
+void tail_clear(kidx_tail *tl);
+void tail_destroy(kidx_tail *tl);
+/* The newest tail entry of key that t sees and that sorts below
+ * {below_main, below_sub}: true and the entry, or false (then the answer,
+ * if any, is in kidx). */
+bool tail_lookup(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t below_main, int64_t below_sub,
+                 int64_t *main, int64_t *sub, bool *del);
+/* The same for any tail: entries with main in (lo, hi]; lock: take the
+ * read lock (not the writer). */
+bool tail_find(kidx_tail *tl, bool lock, const uint8_t *key, size_t key_len, int64_t lo, int64_t hi,
+               int64_t below_main, int64_t below_sub, int64_t *main, int64_t *sub, bool *del);
+/* The writer: an entry of a key kidx holds, newer than all of its others. */
+void tail_append(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t main, int64_t sub, bool del);
+/* The writer, as its transaction begins and ends. */
+void tail_txn_begin(mvcc_txn *t);
+void tail_txn_end(mvcc_txn *t, bool committed);
+/* Writes the entries above t's F to kidx and moves F to t's revision.
+ * Outside a request only. */
+int tail_flush(mvcc_txn *t);
+/* The writer, between transactions: drops the entries a committed flush
+ * wrote once no reader that predates it is open. */
+void tail_purge(mvcc_store *s);
+/* Rebuilds the tail of a store opened at st from hist above its F. */
+int tail_replay(kidx_tail *tl, MDB_txn *txn, MDB_dbi hist, MDB_dbi kidx, const store_state *st);
+/* Tests only: TAIL_MAX for stores opened from now on (0: the default), and
+ * whether mvcc_close flushes the tail (default true; false leaves the next
+ * open to replay it, as after a crash). */
+void mvcc_test_set_tail_max(size_t n);
+void mvcc_test_set_close_flush(bool on);
 
 /* ---------------------------------------------------------------- compact.c */
 

@@ -1,8 +1,10 @@
 /* Reads: range, changes, get_before, lease_keys, hash.
  *
- * Every read of keys goes through `kidx`: per key, the newest entry at or
- * below the revision read (at the current revision, simply the newest),
- * skipped if it is a delete, its value looked up in `hist`. */
+ * Every read of keys goes through the key index: keys are walked in
+ * `kidx`, and per key the newest entry at or below the revision read (at
+ * the current revision, simply the newest) comes from the index's tail
+ * (tail.c) if it has one there, else from `kidx`; skipped if it is a
+ * delete, its value looked up in `hist`. */
 #include <string.h>
 
 #include "mvcc_int.h"
@@ -128,18 +130,28 @@ int hist_get(mvcc_txn *t, int64_t main, int64_t sub, hist_rec *out) {
   return MVCC_OK;
 }
 
-int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub_out) {
-  MDB_cursor *c;
-  int rc = mvcc_cursor(t, DB_KIDX, &c);
-  if (rc) return rc;
-  MDB_val k = {key_len, (void *)key}, d;
-  int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
-  if (lrc == 0) lrc = mdb_cursor_get(c, &k, &d, MDB_LAST_DUP);
-  if (lrc) return lrc == MDB_NOTFOUND ? MVCC_ENOTFOUND : mvcc_lmdb_err(lrc, "reading the key index");
+int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int64_t *sub_out,
+               bool *indexed) {
   int64_t main, sub;
   bool del;
-  if (kidx_decode(d.mv_data, d.mv_size, &main, &sub, &del) < 0) return mvcc_corrupt("kidx", key, key_len);
+  if (indexed) *indexed = false;
+  if (tail_lookup(t, key, key_len, INT64_MAX, 0, &main, &sub, &del)) {
+    if (indexed) *indexed = true; /* the tail names only keys kidx holds */
+  } else {
+    MDB_cursor *c;
+    int rc = mvcc_cursor(t, DB_KIDX, &c);
+    if (rc) return rc;
+    MDB_val k = {key_len, (void *)key}, d;
+    int lrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
+    if (lrc == 0) {
+      if (indexed) *indexed = true;
+      lrc = mdb_cursor_get(c, &k, &d, MDB_LAST_DUP);
+    }
+    if (lrc) return lrc == MDB_NOTFOUND ? MVCC_ENOTFOUND : mvcc_lmdb_err(lrc, "reading the key index");
+    if (kidx_decode(d.mv_data, d.mv_size, &main, &sub, &del) < 0) return mvcc_corrupt("kidx", key, key_len);
+  }
   if (del) return MVCC_ENOTFOUND;
+  int rc;
   hist_rec h;
   rc = hist_get(t, main, sub, &h);
   if (rc) return rc;
@@ -155,7 +167,9 @@ int latest_get(mvcc_txn *t, const uint8_t *key, size_t key_len, mvcc_kv *kv, int
 static int past_key(mvcc_txn *t, MDB_cursor *c, MDB_val *k, int64_t rev, visit_state *v) {
   int64_t main, sub;
   bool del;
-  int rc = kidx_version_at(c, k, rev, &main, &sub, &del);
+  int rc = tail_lookup(t, k->mv_data, k->mv_size, rev + 1, 0, &main, &sub, &del)
+               ? 0
+               : kidx_version_at(c, k, rev, &main, &sub, &del);
   if (rc == MDB_NOTFOUND) return MVCC_OK;
   if (rc == MDB_CORRUPTED) return mvcc_corrupt("kidx", k->mv_data, k->mv_size);
   if (rc) return mvcc_lmdb_err(rc, "range");
@@ -275,6 +289,19 @@ int mvcc_changes(mvcc_txn *t, int64_t from, int64_t to, mvcc_change_fn fn, void 
 
 /* ---------------------------------------------------------------- get_before */
 
+/* The version an index entry of key names: ENOTFOUND for a delete. */
+static int version_of(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t main, int64_t sub, bool del,
+                      mvcc_kv *out) {
+  if (del) return MVCC_ENOTFOUND;
+  hist_rec h;
+  int rc = hist_get(t, main, sub, &h);
+  if (rc) return rc;
+  if (h.is_delete || bytes_cmp(h.key, h.key_len, key, key_len) != 0)
+    return mvcc_corrupt("kidx", key, key_len);
+  *out = (mvcc_kv){h.key, h.key_len, h.value, h.value_len, h.create, main, h.version, h.lease};
+  return MVCC_OK;
+}
+
 int mvcc_get_before(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t main, int64_t sub,
                     mvcc_kv *out) {
   if (!t || !out || main < 1 || sub < 0) return MVCC_EINVAL;
@@ -285,6 +312,9 @@ int mvcc_get_before(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t mai
    * while main is above the compact revision. */
   if (main <= t->st.compact_rev) return MVCC_ECOMPACTED;
   if (main > txn_rev(t) + 1) return MVCC_EFUTURE;
+  int64_t vm, vs;
+  bool del;
+  if (tail_lookup(t, key, key_len, main, sub, &vm, &vs, &del)) return version_of(t, key, key_len, vm, vs, del, out);
   MDB_cursor *c;
   rc = mvcc_cursor(t, DB_KIDX, &c);
   if (rc) return rc;
@@ -305,17 +335,8 @@ int mvcc_get_before(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t mai
     if (lrc == 0) lrc = mdb_cursor_get(c, &k, &d, MDB_LAST_DUP);
   }
   if (lrc) return lrc == MDB_NOTFOUND ? MVCC_ENOTFOUND : mvcc_lmdb_err(lrc, "get_before");
-  int64_t vm, vs;
-  bool del;
   if (kidx_decode(d.mv_data, d.mv_size, &vm, &vs, &del) < 0) return mvcc_corrupt("kidx", key, key_len);
-  if (del) return MVCC_ENOTFOUND;
-  hist_rec h;
-  rc = hist_get(t, vm, vs, &h);
-  if (rc) return rc;
-  if (h.is_delete || bytes_cmp(h.key, h.key_len, key, key_len) != 0)
-    return mvcc_corrupt("kidx", key, key_len);
-  *out = (mvcc_kv){h.key, h.key_len, h.value, h.value_len, h.create, vm, h.version, h.lease};
-  return MVCC_OK;
+  return version_of(t, key, key_len, vm, vs, del, out);
 }
 
 /* ---------------------------------------------------------------- lease_keys */
@@ -350,7 +371,7 @@ int mvcc_lease_keys(mvcc_txn *t, int64_t lease, mvcc_visit_fn fn, void *arg) {
     memcpy(last, d.mv_data, d.mv_size);
     last_len = d.mv_size;
     mvcc_kv kv;
-    rc = latest_get(t, last, last_len, &kv, NULL);
+    rc = latest_get(t, last, last_len, &kv, NULL, NULL);
     if (rc == MVCC_ENOTFOUND || (rc == MVCC_OK && kv.lease != lease)) {
       log_error("mvcc: lease %lld lists a key that is not attached to it", (long long)lease);
       return MVCC_EIO;

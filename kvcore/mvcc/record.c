@@ -101,14 +101,15 @@ void cstate_encode(uint8_t out[CSTATE_LEN], const store_state *st) {
   put_le64(out + 16, (uint64_t)st->compact_done_rev);
   put_le64(out + 24, (uint64_t)st->compact_pos_main);
   put_le64(out + 32, (uint64_t)st->compact_pos_sub);
+  put_le64(out + 40, (uint64_t)st->kidx_flushed);
 }
 
 int cstate_decode(const uint8_t *p, size_t n, store_state *st) {
   if (n < 4) return -1;
   if (get_le32(p) != STATE_FORMAT) return -2;
   if (n != CSTATE_LEN || get_le32(p + 4) != 0) return -1;
-  uint64_t v[4];
-  for (int i = 0; i < 4; i++) {
+  uint64_t v[5];
+  for (int i = 0; i < 5; i++) {
     v[i] = get_le64(p + 8 + 8 * i);
     if (!fits_int64(v[i])) return -1;
   }
@@ -117,12 +118,13 @@ int cstate_decode(const uint8_t *p, size_t n, store_state *st) {
   st->compact_done_rev = (int64_t)v[1];
   st->compact_pos_main = (int64_t)v[2];
   st->compact_pos_sub = (int64_t)v[3];
+  st->kidx_flushed = (int64_t)v[4];
   return 0;
 }
 
 int state_check(const store_state *st) {
   return st->compact_done_rev >= 0 && st->compact_done_rev <= st->compact_rev &&
-                 st->compact_rev <= st->rev
+                 st->compact_rev <= st->rev && st->kidx_flushed >= 0 && st->kidx_flushed <= st->rev
              ? 0
              : -1;
 }

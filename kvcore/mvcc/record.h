@@ -56,9 +56,12 @@ int kidx_decode(const uint8_t *p, size_t n, int64_t *main, int64_t *sub, bool *i
  *   LE64 rev | LE64 applied_index | LE64 applied_term | LE64 live_keys
  * "mvcc.compact", written only when compaction moves; it carries the
  * format, so a store of another layout is refused at open:
- *   LE32 format (2) | LE32 flags (0) | LE64 compact_rev |
- *   LE64 compact_done_rev | LE64 compact_pos_main | LE64 compact_pos_sub */
-enum { STATE_LEN = 32, CSTATE_LEN = 40, STATE_FORMAT = 2 };
+ *   LE32 format (3) | LE32 flags (0) | LE64 compact_rev |
+ *   LE64 compact_done_rev | LE64 compact_pos_main | LE64 compact_pos_sub |
+ *   LE64 kidx_flushed
+ * (kidx_flushed also moves only rarely: at a flush of the key index's
+ * tail, tail.c). */
+enum { STATE_LEN = 32, CSTATE_LEN = 48, STATE_FORMAT = 3 };
 typedef struct {
   int64_t rev;              /* current main revision (1 when empty) */
   uint64_t applied_index, applied_term;
@@ -67,6 +70,7 @@ typedef struct {
   int64_t compact_done_rev; /* physical compaction finished up to here */
   int64_t compact_pos_main; /* next hist entry the physical pass examines */
   int64_t compact_pos_sub;
+  int64_t kidx_flushed;     /* kidx holds every entry at or below this revision (tail.c) */
 } store_state;
 void state_encode(uint8_t out[STATE_LEN], const store_state *st);
 int state_decode(const uint8_t *p, size_t n, store_state *st);
@@ -75,7 +79,7 @@ void cstate_encode(uint8_t out[CSTATE_LEN], const store_state *st);
  * caller can say so. */
 int cstate_decode(const uint8_t *p, size_t n, store_state *st);
 /* Checks what relates the two records: 0 <= compact_done_rev <=
- * compact_rev <= rev. */
+ * compact_rev <= rev, and 0 <= kidx_flushed <= rev. */
 int state_check(const store_state *st);
 
 /* ---------------------------------------------------------------- lmdb meta

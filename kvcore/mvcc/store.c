@@ -229,6 +229,7 @@ static int open_databases(mvcc_store *s, bool *created) {
   if (found == DB_COUNT - 1) {
     store_state st;
     rc = mvcc_state_read(txn, s->dbi[DB_MAIN], &st);
+    if (!rc) rc = tail_replay(&s->tail, txn, s->dbi[DB_HIST], s->dbi[DB_KIDX], &st);
     if (rc) {
       mdb_txn_abort(txn);
       return rc;
@@ -254,6 +255,8 @@ static int open_databases(mvcc_store *s, bool *created) {
     mdb_txn_abort(txn);
     return mvcc_lmdb_err(rc, "creating databases");
   }
+  tail_clear(&s->tail);
+  s->tail.flushed = 0;
   *created = true;
   return mvcc_lmdb_err(mdb_txn_commit(txn), "creating databases");
 }
@@ -287,6 +290,7 @@ void store_free(mvcc_store *s) {
   pthread_cond_destroy(&s->ck_done_cv);
   buf_free(&s->wtxn.scratch);
   buf_free(&s->wtxn.work);
+  tail_destroy(&s->tail);
   free(s->dir);
   free(s);
 }
@@ -354,6 +358,7 @@ mvcc_store *store_alloc(const char *dir) {
   s->map_size = DEFAULT_MAP_SIZE;
   ticket_lock_init(&s->wlock);
   pthread_mutex_init(&s->pool_mu, NULL);
+  tail_init(&s->tail);
   pthread_cond_init(&s->gate_cv, NULL);
   pthread_mutex_init(&s->ck_mu, NULL);
   pthread_condattr_t ca;
@@ -420,9 +425,24 @@ int mvcc_open(const mvcc_options *opt, mvcc_store **out) {
   return MVCC_OK;
 }
 
+static bool test_close_flush = true;
+void mvcc_test_set_close_flush(bool on) { test_close_flush = on; }
+
+/* Writes the key index's tail to kidx, so the next open replays nothing. */
+static void flush_tail(mvcc_store *s) {
+  if (s->tail.unflushed == 0 || !test_close_flush) return;
+  mvcc_txn *w;
+  if (mvcc_write_begin(s, &w) != MVCC_OK) return;
+  if (tail_flush(w) == MVCC_OK) mvcc_write_commit(w);
+  else mvcc_txn_end(w);
+}
+
 void mvcc_close(mvcc_store *s) {
   if (!s) return;
-  if (!s->env_broken) durability_stop(s);
+  if (!s->env_broken) {
+    flush_tail(s);
+    durability_stop(s);
+  }
   free_read_pool(s);
   store_free(s);
 }
@@ -479,6 +499,17 @@ void gate_leave(mvcc_store *s, bool writer) {
 
 /* ---------------------------------------------------------------- transactions */
 
+/* Takes a read transaction off the list of open ones. */
+static void read_txn_unlist(mvcc_txn *t) {
+  mvcc_store *s = t->s;
+  pthread_mutex_lock(&s->pool_mu);
+  if (t->active_prev) t->active_prev->active_next = t->active_next;
+  else s->active = t->active_next;
+  if (t->active_next) t->active_next->active_prev = t->active_prev;
+  t->active_next = t->active_prev = NULL;
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
 int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
   if (!s || !out) return MVCC_EINVAL;
   pthread_mutex_lock(&s->pool_mu);
@@ -492,25 +523,29 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
   if (t) {
     s->pool = t->next;
     s->pool_len--;
-  }
-  pthread_mutex_unlock(&s->pool_mu);
-  int rc;
-  if (t) {
-    rc = mdb_txn_renew(t->txn);
-    if (rc) {
-      close_cursors(t);
-      mdb_txn_abort(t->txn);
-      free(t);
-      t = NULL;
-    } else {
-      for (int i = 0; i < DB_COUNT; i++) t->cur_stale[i] = t->cur[i] != NULL;
-    }
-  }
-  if (!t) {
+  } else {
     t = xcalloc(1, sizeof *t);
     t->s = s;
+  }
+  /* Before the snapshot: the F registered is at most the snapshot's. */
+  t->tail_floor = s->tail.flushed;
+  t->active_prev = NULL;
+  t->active_next = s->active;
+  if (s->active) s->active->active_prev = t;
+  s->active = t;
+  pthread_mutex_unlock(&s->pool_mu);
+  int rc = t->txn ? mdb_txn_renew(t->txn) : -1;
+  if (rc == 0) {
+    for (int i = 0; i < DB_COUNT; i++) t->cur_stale[i] = t->cur[i] != NULL;
+  } else {
+    if (t->txn) {
+      close_cursors(t);
+      mdb_txn_abort(t->txn);
+      t->txn = NULL;
+    }
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
     if (rc) {
+      read_txn_unlist(t);
       free(t);
       gate_leave(s, false);
       return mvcc_lmdb_err(rc, "beginning a read transaction");
@@ -533,6 +568,7 @@ static int write_finish(mvcc_txn *t, bool commit) {
   if (commit) lrc = mdb_txn_commit(t->txn);
   else mdb_txn_abort(t->txn);
   t->txn = NULL;
+  tail_txn_end(t, commit && !lrc);
   if (commit && !lrc) {
     MDB_envinfo info;
     mdb_env_info(t->s->env, &info);
@@ -553,6 +589,10 @@ void mvcc_txn_end(mvcc_txn *t) {
   }
   mdb_txn_reset(t->txn);
   pthread_mutex_lock(&s->pool_mu);
+  if (t->active_prev) t->active_prev->active_next = t->active_next;
+  else s->active = t->active_next;
+  if (t->active_next) t->active_next->active_prev = t->active_prev;
+  t->active_next = t->active_prev = NULL;
   s->readers_open--;
   if (s->block_reads) pthread_cond_broadcast(&s->gate_cv);
   bool keep = s->pool_len < POOL_MAX;
@@ -581,6 +621,7 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   pthread_mutex_unlock(&s->pool_mu);
   durability_before_write(s);
   ticket_lock_acquire(&s->wlock);
+  tail_purge(s);
   mvcc_txn *t = &s->wtxn;
   t->in_request = false;
   t->sub = 0;
@@ -596,6 +637,7 @@ int mvcc_write_begin(mvcc_store *s, mvcc_txn **out) {
   mdb_env_info(s->env, &info); /* the newest commit, which this txn starts from */
   t->space_base = (uint64_t)info.me_last_pgno + 1;
   t->space_pages = 0;
+  tail_txn_begin(t);
   rc = mvcc_state_read(t->txn, s->dbi[DB_MAIN], &t->st);
   if (rc) {
     write_finish(t, false);
@@ -613,6 +655,7 @@ int mvcc_write_commit(mvcc_txn *t) {
   }
   if (t->in_request) mvcc_rev_end(t);
   int rc = t->err;
+  if (!rc && t->s->tail.unflushed >= t->s->tail.max) rc = tail_flush(t);
   if (!rc) rc = space_reserve(t, 0);
   if (!rc && (t->state_dirty || t->compact_dirty)) {
     int lrc = state_write(t);

@@ -1,9 +1,10 @@
 /* Writes: requests (revision brackets), put, delete_range.
  *
  * One change touches: `hist` (the change record with the value, appended:
- * revisions only grow, so it lands on the rightmost page), `kidx` (one
- * 17-byte dup, which becomes the key's newest: one random leaf) and, when
- * the lease changes, `lease_keys`. The store state (revision, applied
+ * revisions only grow, so it lands on the rightmost page), the key index
+ * (one 17-byte entry, which becomes the key's newest: in `kidx` for a key
+ * it lacks, else in the index's tail in memory, tail.c) and, when the
+ * lease changes, `lease_keys`. The store state (revision, applied
  * index, live keys) is written once per commit, not per change.
  */
 #include <string.h>
@@ -40,9 +41,10 @@ int64_t mvcc_rev_end(mvcc_txn *t) {
 }
 
 /* Writes the history record and the key-index entry of one change at
- * {rev+1, sub}. c, if not NULL, is t's kidx cursor still on this key (from
- * latest_get): LMDB then finds the key within the page it is on. */
-static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h) {
+ * {rev+1, sub}: to the index's tail if kidx holds the key (indexed), else
+ * to kidx. c, if not NULL, is t's kidx cursor still where the key would
+ * be (from latest_get): LMDB then finds the spot within the page it is on. */
+static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h, bool indexed) {
   int64_t main = t->st.rev + 1, sub = t->sub;
   uint8_t hk[HIST_KEY_LEN], dup[KIDX_LEN];
   hist_key_encode(hk, main, sub);
@@ -52,10 +54,15 @@ static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h) {
   int lrc = mdb_put(t->txn, t->s->dbi[DB_HIST], &k, &d, MDB_APPEND | MDB_RESERVE);
   if (lrc) return fail(t, lrc, "writing history");
   hist_rec_encode(d.mv_data, h);
+  if (indexed) {
+    tail_append(t, h->key, h->key_len, main, sub, h->is_delete);
+    t->sub++;
+    return MVCC_OK;
+  }
   kidx_encode(dup, main, sub, h->is_delete);
   MDB_val ik = {h->key_len, (void *)h->key}, id = {KIDX_LEN, dup};
-  /* MDB_APPENDDUP: the new entry sorts after every other of the key (LMDB
-   * checks, and a big dup set is appended to without a search). */
+  /* MDB_APPENDDUP: LMDB checks that the entry sorts after every other of
+   * the key (there are none unless compaction left a key's last entry). */
   if (c) lrc = mdb_cursor_put(c, &ik, &id, MDB_APPENDDUP);
   else lrc = mdb_put(t->txn, t->s->dbi[DB_KIDX], &ik, &id, MDB_APPENDDUP);
   if (lrc == MDB_KEYEXIST) {
@@ -111,7 +118,8 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
   /* The current version (one kidx descent, one hist lookup) gives the
    * create revision, the version number, the lease and *prev. */
   mvcc_kv old;
-  rc = latest_get(t, key, key_len, &old, NULL);
+  bool indexed;
+  rc = latest_get(t, key, key_len, &old, NULL, &indexed);
   bool existed = rc == MVCC_OK;
   if (rc && rc != MVCC_ENOTFOUND) return rc; /* nothing written yet: not poisoned */
   if (prev) {
@@ -128,8 +136,8 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
                 .value_len = value_len};
   rc = space_reserve(t, space_change_pages(t->s, key_len, value_len));
   if (rc) return rc;
-  MDB_cursor *c = t->cur[DB_KIDX]; /* on the key, or where it would be */
-  rc = record_change(t, c, &h);
+  MDB_cursor *c = indexed ? NULL : t->cur[DB_KIDX]; /* where the key would be */
+  rc = record_change(t, c, &h, indexed);
   if (!rc) rc = lease_move(t, key, key_len, old_lease, lease);
   if (rc) return rc;
   if (!existed) {
@@ -146,7 +154,7 @@ int mvcc_put(mvcc_txn *t, const uint8_t *key, size_t key_len, const uint8_t *val
 static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t lease) {
   hist_rec h = {.is_delete = true, .key = key, .key_len = key_len};
   int rc = space_reserve(t, space_change_pages(t->s, key_len, 0));
-  if (!rc) rc = record_change(t, NULL, &h);
+  if (!rc) rc = record_change(t, NULL, &h, true); /* found by walking kidx */
   if (!rc) rc = lease_move(t, key, key_len, lease, 0);
   if (!rc) {
     t->st.live_keys--;
@@ -155,17 +163,23 @@ static int delete_one(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t l
   return rc;
 }
 
-/* From the key under the kidx cursor on, the first whose newest entry is
- * not a delete, within the span; MDB_NOTFOUND if none. */
-static int next_live(MDB_cursor *c, const mvcc_span *sp, bool single, int lrc,
+/* From the key under the kidx cursor on, the first whose newest entry (in
+ * the tail, else in kidx) is not a delete, within the span; MDB_NOTFOUND if
+ * none. */
+static int next_live(mvcc_txn *t, MDB_cursor *c, const mvcc_span *sp, bool single, int lrc,
                      MDB_val *k, int64_t *main, int64_t *sub) {
   for (; lrc == 0; lrc = mdb_cursor_get(c, k, &(MDB_val){0}, MDB_NEXT_NODUP)) {
     if (!single && !sp->open_end && bytes_cmp(k->mv_data, k->mv_size, sp->end, sp->end_len) >= 0)
       return MDB_NOTFOUND;
+    bool del;
+    if (tail_lookup(t, k->mv_data, k->mv_size, INT64_MAX, 0, main, sub, &del)) {
+      if (!del) return 0;
+      if (single) return MDB_NOTFOUND;
+      continue;
+    }
     MDB_val d;
     lrc = mdb_cursor_get(c, k, &d, MDB_LAST_DUP);
     if (lrc) return lrc;
-    bool del;
     if (kidx_decode(d.mv_data, d.mv_size, main, sub, &del) < 0) {
       mvcc_corrupt("kidx", k->mv_data, k->mv_size);
       return MDB_CORRUPTED;
@@ -215,7 +229,7 @@ int mvcc_delete_range(mvcc_txn *t, const mvcc_span *sp, mvcc_visit_fn on_deleted
         lrc = mdb_cursor_get(c, &k, &d, MDB_NEXT_NODUP);
     }
     int64_t main, sub;
-    lrc = next_live(c, sp, single, lrc, &k, &main, &sub);
+    lrc = next_live(t, c, sp, single, lrc, &k, &main, &sub);
     if (lrc == MDB_NOTFOUND) break;
     /* Keys before this one may be gone already: never commit half a request. */
     if (lrc == MDB_CORRUPTED) return t->err = MVCC_EIO;

@@ -1423,6 +1423,68 @@ static void test_hot_key(void) {
   tmpdir_remove(dir);
 }
 
+/* The key index's tail (tail.c): updates of a key kidx holds stay in
+ * memory until a flush writes them to kidx. A reader that began before a
+ * flush keeps reading its snapshot while the tail holds what the flush
+ * wrote; a reader that began after it must not take those entries for
+ * current ones, even when compaction removed the key from kidx and a put
+ * brought it back as a new key. */
+static void test_index_tail(void) {
+  mvcc_test_set_tail_max(2);
+  char *dir;
+  mvcc_store *s = topen(&dir);
+  int rc;
+  REQUIRE_EQ(tput(s, "a", "1", 0), MVCC_OK); /* 2: a new key, to kidx */
+  REQUIRE_EQ(tput(s, "a", "2", 0), MVCC_OK); /* 3: to the tail */
+  mvcc_txn *old;
+  REQUIRE_EQ(mvcc_read_begin(s, &old), MVCC_OK);
+  REQUIRE_EQ(tdel(s, span_key("a"), NULL), MVCC_OK); /* 4: the tail reaches 2, flushed */
+  REQUIRE_EQ(tput(s, "b", "1", 0), MVCC_OK);         /* 5 */
+  mvcc_txn *t = wbegin(s);
+  REQUIRE_EQ(mvcc_compact(t, 5), MVCC_OK);
+  while (mvcc_compact_step(t, 100) == 1) {}
+  REQUIRE_EQ(mvcc_write_commit(t), MVCC_OK);
+  /* Every entry of a is gone from kidx; a put makes it a new key again. */
+  REQUIRE_EQ(tput(s, "a", "3", 0), MVCC_OK); /* 6 */
+  mvcc_txn *r;
+  REQUIRE_EQ(mvcc_read_begin(s, &r), MVCC_OK);
+  mvcc_span sa = span_key("a");
+  tkv_list l = {0};
+  CHECK_INT(mvcc_range(r, &sa, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_OK);
+  CHECK_INT(l.n, ==, 1);
+  if (l.n == 1) {
+    CHECK_INT(l.v[0].mod_rev, ==, 6);
+    CHECK_INT(l.v[0].create_rev, ==, 6);
+    CHECK_INT(l.v[0].version, ==, 1);
+  }
+  tkv_list_clear(&l);
+  mvcc_txn_end(r);
+  /* The old reader still sees a = "2" (the tail's entry at 3). */
+  CHECK_INT(mvcc_range(old, &sa, 0, 0, 0, tkv_collect, &l, NULL), ==, MVCC_OK);
+  CHECK_INT(l.n, ==, 1);
+  if (l.n == 1) {
+    CHECK_INT(l.v[0].mod_rev, ==, 3);
+    CHECK_INT(l.v[0].version, ==, 2);
+  }
+  tkv_list_clear(&l);
+  mvcc_txn_end(old);
+  REQUIRE_EQ(tput(s, "a", "4", 0), MVCC_OK); /* 7: the purge may run now */
+  CHECK_STR(tget(s, "a", 0, &rc), "4");
+  CHECK_STR(tget(s, "a", 6, &rc), "3");
+  /* Reopened without a flush, the tail is rebuilt from history. */
+  mvcc_test_set_close_flush(false);
+  mvcc_close(s);
+  mvcc_test_set_close_flush(true);
+  s = topen_dir(dir);
+  CHECK_STR(tget(s, "a", 0, &rc), "4");
+  CHECK_STR(tget(s, "a", 6, &rc), "3");
+  CHECK(tget(s, "a", 4, &rc) == NULL);
+  CHECK_INT(rc, ==, MVCC_ECOMPACTED);
+  mvcc_close(s);
+  tmpdir_remove(dir);
+  mvcc_test_set_tail_max(0);
+}
+
 int main(void) {
   log_set_level(getenv("SYNOD_LOG") ? LOG_DEBUG : LOG_FATAL);
   RUN(test_open_errors);
@@ -1452,5 +1514,6 @@ int main(void) {
   RUN(test_growth_checkpoints);
   RUN(test_large_values);
   RUN(test_hot_key);
+  RUN(test_index_tail);
   return testing_done();
 }

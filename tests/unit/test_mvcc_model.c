@@ -1,12 +1,17 @@
 /* Randomized test: random requests (puts, delete ranges, multi-change
  * requests, compactions, physical compaction steps, aborted transactions,
  * reopens) against kvcore/mvcc and the reference model, checking reads at
- * random revisions after every step.
+ * random revisions after every step. Seeds differ in how soon the key
+ * index's tail is flushed (after every entry, every few, or the default),
+ * reopens sometimes leave the tail to be replayed, and a reader is
+ * sometimes kept open across the next transactions and checked at its own
+ * revision (flushes and purges must not take entries it still reads).
  *
  * SYNOD_SEED=n replays one seed; SYNOD_LONG=n runs n times more operations
  * and seeds. */
 #include "base.h"
 #include "mvcc.h"
+#include "mvcc_int.h"
 #include "mvcc_model.h"
 #include "mvcc_testutil.h"
 #include "testing.h"
@@ -153,14 +158,45 @@ static void do_request(run *x, mvcc_txn *t) {
 }
 
 static void reopen(run *x) {
+  bool flush = trng_chance(&x->r, 50);
+  mvcc_test_set_close_flush(flush);
   mvcc_close(x->s);
+  mvcc_test_set_close_flush(true);
   x->s = topen_dir(x->dir);
+}
+
+/* A reader kept open across transactions: checked at its own revision
+ * while the compaction it saw still holds. */
+typedef struct {
+  mvcc_txn *t;
+  int64_t rev, compact_rev;
+} old_reader;
+
+static void old_reader_check(run *x, old_reader *o) {
+  if (!o->t || x->m.compact_rev != o->compact_rev) return;
+  for (int i = 0; i < 3; i++) {
+    mvcc_span sp = model_random_span(&x->m, &x->r);
+    int64_t rev = o->rev - (int64_t)trng_below(&x->r, 3);
+    if (rev < o->compact_rev || rev < 1) rev = o->rev;
+    char ctx[128];
+    snprintf(ctx, sizeof ctx, "%s, reader at %lld", x->ctx, (long long)o->rev);
+    x->bad += model_check_range(&x->m, o->t, &sp, rev, 0, 0, ctx);
+    x->bad += model_check_changes(&x->m, o->t, rev, o->rev, ctx);
+  }
+}
+
+static void old_reader_end(old_reader *o) {
+  if (o->t) mvcc_txn_end(o->t);
+  o->t = NULL;
 }
 
 static int run_seed(uint64_t seed, int ops) {
   run x = {.r = {seed}};
   model_init(&x.m);
+  static const size_t tail_max[] = {1, 3, 0, 2};
+  mvcc_test_set_tail_max(tail_max[seed % 4]);
   x.s = topen(&x.dir);
+  old_reader old = {0};
   for (int op = 0; op < ops && !x.bad; op++) {
     snprintf(x.ctx, sizeof x.ctx, "seed %llu op %d", (unsigned long long)seed, op);
     mvcc_txn *t;
@@ -200,15 +236,22 @@ static int run_seed(uint64_t seed, int ops) {
         x.bad++;
       }
     }
+    old_reader_check(&x, &old);
+    if (old.t && trng_chance(&x.r, 30)) old_reader_end(&old);
     mvcc_txn *r;
     if (mvcc_read_begin(x.s, &r)) {
       x.bad++;
       break;
     }
     for (int i = 0; i < 4; i++) random_read(&x, r);
-    mvcc_txn_end(r);
+    if (!old.t && trng_chance(&x.r, 20)) {
+      old = (old_reader){r, mvcc_rev(r), mvcc_compact_rev(r)};
+    } else {
+      mvcc_txn_end(r);
+    }
     if (trng_chance(&x.r, 2)) mvcc_checkpoint(x.s);
     if (trng_chance(&x.r, 1)) {
+      old_reader_end(&old);
       reopen(&x);
       if (mvcc_read_begin(x.s, &r) == 0) {
         x.bad += model_check_all(&x.m, r, x.ctx);
@@ -216,11 +259,13 @@ static int run_seed(uint64_t seed, int ops) {
       }
     }
   }
+  old_reader_end(&old);
   mvcc_txn *r;
   if (!x.bad && mvcc_read_begin(x.s, &r) == 0) {
     x.bad += model_check_all(&x.m, r, "final");
     mvcc_txn_end(r);
   }
+  mvcc_test_set_tail_max(0);
   if (x.bad) fprintf(stderr, "FAILED: replay with SYNOD_SEED=%llu\n", (unsigned long long)seed);
   mvcc_close(x.s);
   tmpdir_remove(x.dir);
