@@ -45,10 +45,11 @@ typedef struct {
   tail_key **slots;      /* open addressing, power-of-two capacity */
   size_t cap, n_keys;
   _Atomic size_t n_dups; /* entries held: readers skip the lock at 0 */
-  size_t max;            /* a commit flushes once this many are unflushed */
+  size_t max;            /* a commit flushes once this many changes are above F */
   /* The writer's alone. */
-  size_t unflushed;          /* entries above the committed F */
-  size_t unflushed_at_begin; /* restored by an abort */
+  size_t unflushed;          /* tail entries above F */
+  size_t pending;            /* changes above F, tail entries or not: what an open replays */
+  size_t unflushed_at_begin, pending_at_begin; /* restored by an abort */
   tail_key **undo;           /* keys appended to by the open transaction */
   size_t undo_n, undo_cap;
   bool purge_wanted;         /* a flush committed: drop what it wrote, once readers allow */
@@ -344,6 +345,9 @@ bool tail_find(kidx_tail *tl, bool lock, const uint8_t *key, size_t key_len, int
                int64_t below_main, int64_t below_sub, int64_t *main, int64_t *sub, bool *del);
 /* The writer: an entry of a key kidx holds, newer than all of its others. */
 void tail_append(mvcc_txn *t, const uint8_t *key, size_t key_len, int64_t main, int64_t sub, bool del);
+/* The writer, for every change (in the tail or not): an open would replay
+ * it, so it counts toward the next flush, which moves F past it. */
+static inline void tail_count_change(mvcc_txn *t) { t->s->tail.pending++; }
 /* The writer, as its transaction begins and ends. */
 void tail_txn_begin(mvcc_txn *t);
 void tail_txn_end(mvcc_txn *t, bool committed);

@@ -430,7 +430,7 @@ void mvcc_test_set_close_flush(bool on) { test_close_flush = on; }
 
 /* Writes the key index's tail to kidx, so the next open replays nothing. */
 static void flush_tail(mvcc_store *s) {
-  if (s->tail.unflushed == 0 || !test_close_flush) return;
+  if (s->tail.pending == 0 || !test_close_flush) return;
   mvcc_txn *w;
   if (mvcc_write_begin(s, &w) != MVCC_OK) return;
   if (tail_flush(w) == MVCC_OK) mvcc_write_commit(w);
@@ -655,7 +655,7 @@ int mvcc_write_commit(mvcc_txn *t) {
   }
   if (t->in_request) mvcc_rev_end(t);
   int rc = t->err;
-  if (!rc && t->s->tail.unflushed >= t->s->tail.max) rc = tail_flush(t);
+  if (!rc && t->s->tail.pending >= t->s->tail.max) rc = tail_flush(t);
   if (!rc) rc = space_reserve(t, 0);
   if (!rc && (t->state_dirty || t->compact_dirty)) {
     int lrc = state_write(t);

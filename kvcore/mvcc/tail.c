@@ -5,8 +5,8 @@
  * its branch path was most of a put's cost in the store (5-6 us of 8 on an
  * update, measured). Here an update or delete of a key that `kidx` already
  * holds appends its entry to the tail instead, and the tail is written to
- * `kidx` in one sorted pass every TAIL_MAX entries (a flush), where the
- * entries of many puts share each leaf.
+ * `kidx` in one sorted pass (a flush) once TAIL_MAX changes were made since
+ * the last one: entries of many puts then share each leaf.
  *
  * The rule that keeps reads simple: a key is in the tail only if `kidx`
  * holds it too, and its tail entries are newer than its `kidx` ones. A key
@@ -24,7 +24,8 @@
  *
  * Durability: the tail is never written as such. Every change is in `hist`;
  * opening a store (and replacing one) replays `hist` above F into the tail.
- * A flush every TAIL_MAX entries bounds that replay and the memory.
+ * Every change counts toward the next flush, new keys too (a flush with an
+ * empty tail only moves F), which bounds that replay and the memory.
  *
  * Concurrency: one writer changes the tail (under the store's writer lock)
  * and takes `lock` for writing while it does; readers take it for reading
@@ -78,7 +79,7 @@ void tail_clear(kidx_tail *tl) {
   tl->slots = NULL;
   tl->cap = tl->n_keys = 0;
   atomic_store(&tl->n_dups, 0);
-  tl->unflushed = 0;
+  tl->unflushed = tl->pending = 0;
   tl->undo_n = 0;
   tl->purge_wanted = false;
   pthread_rwlock_unlock(&tl->lock);
@@ -191,6 +192,7 @@ void tail_txn_begin(mvcc_txn *t) {
   kidx_tail *tl = &t->s->tail;
   tl->undo_n = 0;
   tl->unflushed_at_begin = tl->unflushed;
+  tl->pending_at_begin = tl->pending;
 }
 
 void tail_txn_end(mvcc_txn *t, bool committed) {
@@ -216,6 +218,7 @@ void tail_txn_end(mvcc_txn *t, bool committed) {
     pthread_rwlock_unlock(&tl->lock);
   }
   tl->unflushed = tl->unflushed_at_begin;
+  tl->pending = tl->pending_at_begin;
 }
 
 /* ---------------------------------------------------------------- flush */
@@ -230,11 +233,12 @@ int tail_flush(mvcc_txn *t) {
   if (t->err) return t->err;
   if (t->in_request) return MVCC_EINVAL; /* F must fall between revisions */
   int64_t from = t->st.kidx_flushed;
-  if (tl->unflushed == 0) {
+  if (tl->unflushed == 0) { /* only new keys since F: just move it */
     if (from != t->st.rev) {
       t->st.kidx_flushed = t->st.rev;
       t->compact_dirty = true;
     }
+    tl->pending = 0;
     return MVCC_OK;
   }
   /* The keys with entries above F, in key order: neighbours share leaves. */
@@ -270,7 +274,7 @@ int tail_flush(mvcc_txn *t) {
   if (rc) return rc;
   t->st.kidx_flushed = t->st.rev;
   t->compact_dirty = true;
-  tl->unflushed = 0;
+  tl->unflushed = tl->pending = 0;
   return MVCC_OK;
 }
 
@@ -352,6 +356,7 @@ int tail_replay(kidx_tail *tl, MDB_txn *txn, MDB_dbi hist, MDB_dbi kidx, const s
     }
     /* Entries of new keys went to kidx directly; the rest are the tail's,
      * and their key must be in kidx. */
+    tl->pending++;
     uint8_t dup[KIDX_LEN];
     kidx_encode(dup, main, sub, h.is_delete);
     MDB_val ik = {h.key_len, (void *)h.key}, id = {KIDX_LEN, dup};

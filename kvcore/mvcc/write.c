@@ -54,6 +54,7 @@ static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h, bool ind
   int lrc = mdb_put(t->txn, t->s->dbi[DB_HIST], &k, &d, MDB_APPEND | MDB_RESERVE);
   if (lrc) return fail(t, lrc, "writing history");
   hist_rec_encode(d.mv_data, h);
+  tail_count_change(t);
   if (indexed) {
     tail_append(t, h->key, h->key_len, main, sub, h->is_delete);
     t->sub++;
