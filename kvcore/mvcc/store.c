@@ -499,15 +499,12 @@ void gate_leave(mvcc_store *s, bool writer) {
 
 /* ---------------------------------------------------------------- transactions */
 
-/* Takes a read transaction off the list of open ones. */
-static void read_txn_unlist(mvcc_txn *t) {
-  mvcc_store *s = t->s;
-  pthread_mutex_lock(&s->pool_mu);
+/* Takes a read transaction off the list of open ones; pool_mu held. */
+static void unlist_locked(mvcc_store *s, mvcc_txn *t) {
   if (t->active_prev) t->active_prev->active_next = t->active_next;
   else s->active = t->active_next;
   if (t->active_next) t->active_next->active_prev = t->active_prev;
   t->active_next = t->active_prev = NULL;
-  pthread_mutex_unlock(&s->pool_mu);
 }
 
 int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
@@ -545,7 +542,9 @@ int mvcc_read_begin(mvcc_store *s, mvcc_txn **out) {
     }
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
     if (rc) {
-      read_txn_unlist(t);
+      pthread_mutex_lock(&s->pool_mu);
+      unlist_locked(s, t);
+      pthread_mutex_unlock(&s->pool_mu);
       free(t);
       gate_leave(s, false);
       return mvcc_lmdb_err(rc, "beginning a read transaction");
@@ -589,10 +588,7 @@ void mvcc_txn_end(mvcc_txn *t) {
   }
   mdb_txn_reset(t->txn);
   pthread_mutex_lock(&s->pool_mu);
-  if (t->active_prev) t->active_prev->active_next = t->active_next;
-  else s->active = t->active_next;
-  if (t->active_next) t->active_next->active_prev = t->active_prev;
-  t->active_next = t->active_prev = NULL;
+  unlist_locked(s, t);
   s->readers_open--;
   if (s->block_reads) pthread_cond_broadcast(&s->gate_cv);
   bool keep = s->pool_len < POOL_MAX;

@@ -62,8 +62,8 @@ static int record_change(mvcc_txn *t, MDB_cursor *c, const hist_rec *h, bool ind
   }
   kidx_encode(dup, main, sub, h->is_delete);
   MDB_val ik = {h->key_len, (void *)h->key}, id = {KIDX_LEN, dup};
-  /* MDB_APPENDDUP: LMDB checks that the entry sorts after every other of
-   * the key (there are none unless compaction left a key's last entry). */
+  /* A key kidx lacks: its first entry there (MDB_APPENDDUP still has LMDB
+   * check that nothing of the key sorts after it). */
   if (c) lrc = mdb_cursor_put(c, &ik, &id, MDB_APPENDDUP);
   else lrc = mdb_put(t->txn, t->s->dbi[DB_KIDX], &ik, &id, MDB_APPENDDUP);
   if (lrc == MDB_KEYEXIST) {
