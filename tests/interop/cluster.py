@@ -147,10 +147,13 @@ class Cluster:
 
 class Writers:
     """Threads putting distinct keys through any live member; each records
-    the puts that were acknowledged (key -> revision)."""
+    the puts that were acknowledged (key -> revision). With overwrite=K each
+    thread cycles over K keys instead (updates, which the store keeps in
+    its key index's tail until a flush), and a key records its newest
+    acknowledged revision: a later put that failed may still have landed."""
 
-    def __init__(self, cluster, n=4, prefix="w"):
-        self.cluster, self.n, self.prefix = cluster, n, prefix
+    def __init__(self, cluster, n=4, prefix="w", overwrite=0):
+        self.cluster, self.n, self.prefix, self.overwrite = cluster, n, prefix, overwrite
         self.acked = {}
         self.lock = threading.Lock()
         self.stop_ev = threading.Event()
@@ -168,11 +171,11 @@ class Writers:
             ch = chans.get(m.endpoint)
             if ch is None:
                 ch = chans[m.endpoint] = grpc.insecure_channel(m.endpoint)
-            key = b"%s%d/%06d" % (self.prefix.encode(), tid, seq)
+            key = b"%s%d/%06d" % (self.prefix.encode(), tid, seq % self.overwrite if self.overwrite else seq)
             try:
                 r = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=key), timeout=2)
                 with self.lock:
-                    self.acked[key] = r.header.revision
+                    self.acked[key] = max(r.header.revision, self.acked.get(key, 0))
                 seq += 1
             except grpc.RpcError:
                 seq += 1  # this key may or may not be there; never reuse it
@@ -194,8 +197,9 @@ class Writers:
         return dict(self.acked)
 
 
-def check_acked(testcase, cluster, acked):
-    """Every acknowledged put is on every live member, at its revision."""
+def check_acked(testcase, cluster, acked, at_least=False):
+    """Every acknowledged put is on every live member, at its revision (or,
+    at_least, at that revision or a later one: for overwriting writers)."""
     for m in cluster.members:
         if not m.alive():
             continue
@@ -208,4 +212,7 @@ def check_acked(testcase, cluster, acked):
         have = {kv.key: kv for kv in r.kvs}
         for key, rev in acked.items():
             testcase.assertIn(key, have, "acknowledged %r missing on %s" % (key, m.name))
-            testcase.assertEqual(have[key].mod_revision, rev, "%r moved on %s" % (key, m.name))
+            if at_least:
+                testcase.assertGreaterEqual(have[key].mod_revision, rev, "%r went back on %s" % (key, m.name))
+            else:
+                testcase.assertEqual(have[key].mod_revision, rev, "%r moved on %s" % (key, m.name))

@@ -69,6 +69,7 @@ class Basics(ClusterTest):
 class Failures(ClusterTest):
     def test_kill_leader_repeatedly_under_writers(self):
         w = Writers(self.c, n=4).start()
+        u = Writers(self.c, n=2, prefix="u", overwrite=8).start()
         for _ in range(3):
             time.sleep(0.7)
             lead = self.c.wait_leader()
@@ -78,9 +79,12 @@ class Failures(ClusterTest):
             self.c.restart(lead)
         time.sleep(0.5)
         acked = w.stop()
+        updated = u.stop()
         self.assertGreater(len(acked), 50)
+        self.assertEqual(len(updated), 16)
         self.c.wait_converged()
         check_acked(self, self.c, acked)
+        check_acked(self, self.c, updated, at_least=True)
 
     def test_paused_follower_and_paused_leader(self):
         w = Writers(self.c, n=3).start()
