@@ -41,8 +41,12 @@ extern const unsigned mvcc_db_flags[DB_COUNT];
 /* The key index's tail (tail.c): newer entries of keys kidx holds. */
 typedef struct tail_key tail_key;
 typedef struct {
+  uint64_t hash; /* beside the pointer: a probe reads no key it does not want */
+  tail_key *key; /* NULL: empty */
+} tail_slot;
+typedef struct {
   pthread_rwlock_t lock; /* readers around a lookup; the writer around a change */
-  tail_key **slots;      /* open addressing, power-of-two capacity */
+  tail_slot *slots;      /* open addressing, power-of-two capacity, at most half full */
   size_t cap, n_keys;
   _Atomic size_t n_dups; /* entries held: readers skip the lock at 0 */
   size_t max;            /* a commit flushes once this many changes are above F */

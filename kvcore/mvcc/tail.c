@@ -71,9 +71,9 @@ void tail_init(kidx_tail *tl) {
 void tail_clear(kidx_tail *tl) {
   pthread_rwlock_wrlock(&tl->lock);
   for (size_t i = 0; i < tl->cap; i++) {
-    if (!tl->slots[i]) continue;
-    free(tl->slots[i]->dups);
-    free(tl->slots[i]);
+    if (!tl->slots[i].key) continue;
+    free(tl->slots[i].key->dups);
+    free(tl->slots[i].key);
   }
   free(tl->slots);
   tl->slots = NULL;
@@ -93,20 +93,23 @@ void tail_destroy(kidx_tail *tl) {
   pthread_rwlock_destroy(&tl->lock);
 }
 
-/* Linear probing over a power-of-two table; NULL slots end a probe (keys
- * leave only when tail_purge rebuilds the table). */
-static tail_key **slot_of(tail_key **slots, size_t cap, const uint8_t *key, size_t n, uint64_t h) {
+/* Linear probing over a power-of-two table at most half full (a range
+ * looks up every key it walks, most of them absent: such a probe ends at
+ * the first empty slot, a slot or two further on, within a cache line or
+ * two). Empty slots end a probe: keys leave only when tail_purge rebuilds
+ * the table. */
+static tail_slot *slot_of(tail_slot *slots, size_t cap, const uint8_t *key, size_t n, uint64_t h) {
   for (size_t i = h & (cap - 1);; i = (i + 1) & (cap - 1)) {
-    tail_key *k = slots[i];
-    if (!k || (k->hash == h && k->key_len == n && memcmp(k->key, key, n) == 0)) return &slots[i];
+    tail_slot *s = &slots[i];
+    if (!s->key || (s->hash == h && s->key->key_len == n && memcmp(s->key->key, key, n) == 0)) return s;
   }
 }
 
 static void rehash(kidx_tail *tl, size_t cap) {
-  tail_key **slots = xcalloc(cap, sizeof *slots);
+  tail_slot *slots = xcalloc(cap, sizeof *slots);
   for (size_t i = 0; i < tl->cap; i++) {
-    tail_key *k = tl->slots[i];
-    if (k) *slot_of(slots, cap, k->key, k->key_len, k->hash) = k;
+    tail_key *k = tl->slots[i].key;
+    if (k) *slot_of(slots, cap, k->key, k->key_len, k->hash) = (tail_slot){k->hash, k};
   }
   free(tl->slots);
   tl->slots = slots;
@@ -115,7 +118,7 @@ static void rehash(kidx_tail *tl, size_t cap) {
 
 static tail_key *find(const kidx_tail *tl, const uint8_t *key, size_t n) {
   if (!tl->cap) return NULL;
-  return *slot_of(tl->slots, tl->cap, key, n, key_hash(key, n));
+  return slot_of(tl->slots, tl->cap, key, n, key_hash(key, n))->key;
 }
 
 /* The newest entry of k in (lo, hi] that sorts below (bm, bs). */
@@ -157,15 +160,15 @@ static void append(kidx_tail *tl, const uint8_t *key, size_t key_len, int64_t ma
                    bool undo) {
   uint64_t h = key_hash(key, key_len);
   pthread_rwlock_wrlock(&tl->lock);
-  if ((tl->n_keys + 1) * 4 > tl->cap * 3) rehash(tl, tl->cap ? tl->cap * 2 : 256);
-  tail_key **slot = slot_of(tl->slots, tl->cap, key, key_len, h);
-  tail_key *k = *slot;
+  if ((tl->n_keys + 1) * 2 > tl->cap) rehash(tl, tl->cap ? tl->cap * 2 : 256);
+  tail_slot *slot = slot_of(tl->slots, tl->cap, key, key_len, h);
+  tail_key *k = slot->key;
   if (!k) {
     k = xcalloc(1, sizeof *k + key_len);
     k->hash = h;
     k->key_len = (uint16_t)key_len;
     memcpy(k->key, key, key_len);
-    *slot = k;
+    *slot = (tail_slot){h, k};
     tl->n_keys++;
   }
   if (k->n == k->cap) {
@@ -245,7 +248,7 @@ int tail_flush(mvcc_txn *t) {
   tail_key **keys = xmalloc((tl->n_keys ? tl->n_keys : 1) * sizeof *keys);
   size_t n = 0, entries = 0;
   for (size_t i = 0; i < tl->cap; i++) {
-    tail_key *k = tl->slots[i];
+    tail_key *k = tl->slots[i].key;
     if (k && k->n && k->dups[k->n - 1].main > from) keys[n++] = k;
   }
   qsort(keys, n, sizeof *keys, key_order);
@@ -300,14 +303,14 @@ void tail_purge(mvcc_store *s) {
   pthread_rwlock_wrlock(&tl->lock);
   size_t keys = 0, dups = 0;
   for (size_t i = 0; i < tl->cap; i++) {
-    tail_key *k = tl->slots[i];
+    tail_key *k = tl->slots[i].key;
     if (!k) continue;
     uint32_t gone = 0;
     while (gone < k->n && k->dups[gone].main <= upto) gone++;
     if (gone == k->n) {
       free(k->dups);
       free(k);
-      tl->slots[i] = NULL;
+      tl->slots[i].key = NULL;
       continue;
     }
     memmove(k->dups, k->dups + gone, (k->n - gone) * sizeof *k->dups);
@@ -317,7 +320,7 @@ void tail_purge(mvcc_store *s) {
   }
   tl->n_keys = keys;
   size_t cap = 256;
-  while (keys * 4 > cap * 3) cap *= 2;
+  while (keys * 2 > cap) cap *= 2;
   rehash(tl, cap);
   atomic_store(&tl->n_dups, dups);
   pthread_rwlock_unlock(&tl->lock);
